@@ -1,0 +1,3 @@
+from makd_cli.cli import main
+
+main()

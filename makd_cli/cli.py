@@ -1,0 +1,305 @@
+"""The ``makd`` command line: parses arguments and calls the library; nothing else lives here.
+
+Errors the user can fix arrive as ``MakdError`` and leave as one line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+from rich.console import Console
+
+from makd_cli import __version__
+from makd_cli.errors import MakdError
+
+app = typer.Typer(
+    name="makd",
+    help="Teach small image classifiers what large language models know.\n\n"
+    "Pipeline: gen-questions -> extract -> train -> eval -> inspect. Each step reads and writes plain files "
+    "(questions.jsonl, targets.h5, checkpoints); see `makd COMMAND --help`.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Look at datasets: class lists and split sizes.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+out = Console()
+err = Console(stderr=True)
+
+
+class Kind(str, Enum):
+    mcq = "mcq"
+    yesno = "yesno"
+    description = "description"
+
+
+def _emit(payload: dict, as_json: bool, render) -> None:
+    if as_json:
+        print(json.dumps(payload, indent=1, default=str))
+    else:
+        render()
+
+
+def _version(value: bool):
+    if value:
+        print(f"makd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command("gen-questions")
+def gen_questions(
+    classes: Path = typer.Option(..., "--classes", help="Class list: one class name per line (`makd data classes` writes one)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Questions file to write (JSONL)."),
+    kind: Kind = typer.Option(Kind.mcq, help="mcq: LaViD multiple choice; yesno: MaKD aspects; description: LEAD, one per class."),
+    n: int = typer.Option(20, "-n", help="How many questions to generate (mcq, yesno)."),
+    options: int = typer.Option(5, "--options", "-m", help="Answer options per mcq question."),
+    select: Optional[int] = typer.Option(None, "--select", help="yesno: after generating N, let the LLM select and rank this many (MaKD 3.1)."),
+    llm: str = typer.Option("smollm2-135m", "--llm", help="Model: alias (smollm2-135m), .gguf path, HF owner/repo/file.gguf, HF id (--backend hf) or API model name."),
+    backend: str = typer.Option("llama.cpp", help="llama.cpp | hf | openai"),
+    api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for --backend openai (key from $OPENAI_API_KEY)."),
+    seed: int = typer.Option(0, help="Seed: the same seed and model give the same questions."),
+    retries: int = typer.Option(4, help="Extra attempts per item when a generated item fails validation."),
+    temperature: float = typer.Option(0.8, help="Sampling temperature of the generator."),
+    max_tokens: int = typer.Option(70, "--max-tokens", help="description: CLIP token limit per description."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON report instead of text."),
+):
+    """Have an LLM write questions about the classes; every item is validated before it is kept.
+
+    Small local models write weak questions: paper-quality question sets need a 7B+ model or an API
+    (the papers used GPT-4o). The report says how many items survived validation and why others did not.
+    """
+    from makd_cli.questions.run import run_gen_questions
+
+    report = run_gen_questions(classes, output, kind.value, n, options, select, llm, backend, api_base, seed, retries,
+                               temperature, max_tokens, threads, progress=not as_json)
+
+    def render():
+        r = report
+        out.print(f"kept [bold]{r['kept']}[/] of {r['requested']} {r['kind']} questions ({r['attempts']} attempts) -> {output}")
+        for reason, count in r["rejected"].items():
+            out.print(f"  dropped {count:3d}: {reason}")
+        for note in r["notes"]:
+            out.print(f"  note: {note}")
+        if r["kept"] < r["requested"]:
+            out.print("  small local models write few usable questions; use a 7B+ model or an API for paper-quality sets")
+
+    _emit(report, as_json, render)
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def extract(
+    output: Path = typer.Option(..., "-o", "--output", help="Targets file to write (HDF5)."),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file from `makd gen-questions`."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class list (per-class teachers); or give --data."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (name, name:path or ImageFolder path): its classes, or its images for --mllm/--clip."),
+    llm: Optional[str] = typer.Option(None, "--llm", help="Language-only teacher: per-class soft answers (LaViD; yes/no for MaKD questions)."),
+    mllm: Optional[str] = typer.Option(None, "--mllm", help="Multimodal teacher: per-image p(yes) (MaKD), e.g. internvl2-8b."),
+    clip: Optional[str] = typer.Option(None, "--clip", help="CLIP teacher scoring class descriptions per image (LEAD)."),
+    teacher: Optional[str] = typer.Option(None, "--teacher", help="Control teachers: random (Gaussian targets), word-embedding (class-name embeddings)."),
+    backend: str = typer.Option("llama.cpp", help="Backend of --llm: llama.cpp | hf | openai."),
+    prompt_layout: str = typer.Option("paper", help="paper: class name inside the question; class-last: question first, class last (faster, see docs)."),
+    labels: str = typer.Option("digits", help="Option labels: digits (1..M, the reference code's default) or letters (A..)."),
+    temperature: float = typer.Option(1.0, help="Softmax temperature over the option logits."),
+    restart: bool = typer.Option(False, help="Discard an unfinished run's saved progress instead of resuming it."),
+    seed: int = typer.Option(0, help="Seed for control teachers."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (classes, questions, seconds, prompts/s)."),
+):
+    """Have a teacher answer the questions; write targets.h5 (resumes after an interruption)."""
+    from makd_cli.extract.run import run_extract
+
+    summary = run_extract(output=output, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip,
+                          teacher=teacher, backend=backend, prompt_layout=prompt_layout, labels=labels,
+                          temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json)
+
+    def render():
+        s = summary
+        speed = f", {s['prompts_per_s']} prompts/s" if s.get("prompts_per_s") else ""
+        out.print(f"{s['kind']} targets for {s['classes']} classes x {s['questions']} questions -> {output} ({s['seconds']} s{speed})")
+        if s.get("units_resumed"):
+            out.print(f"  resumed {s['units_resumed']} finished units from an interrupted run")
+
+    _emit(summary, as_json, render)
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def train(
+    data: str = typer.Option(..., "--data", help="Dataset: fashion-mnist, NAME:PATH (cub, cars, ...) or an ImageFolder path."),
+    output: Path = typer.Option(..., "-o", "--output", help="Run folder: best.pt, last.pt, metrics.jsonl."),
+    method: str = typer.Option("ce", help="ce (baseline), lavid, makd, kd, dkd, mlkd, or a combination like lavid+kd."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Targets file from `makd extract` (lavid, makd)."),
+    student: str = typer.Option("resnet18", help="resnet18/34/50, mobilenetv1, mobilenet_v2, shufflenet_v2, efficientnet_b0, vit_b_16, small_cnn, or a timm name."),
+    epochs: int = typer.Option(240, help="Epochs (the papers: 240); the lr milestones 150/180/210 scale with it."),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Batch size (the papers: 16)."),
+    lr: float = typer.Option(0.01, help="SGD learning rate (the papers: 0.01)."),
+    momentum: float = typer.Option(0.9),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    milestones: Optional[str] = typer.Option(None, help="Comma-separated epochs where lr drops 10x (default: scaled 150,180,210)."),
+    aux_weight: Optional[float] = typer.Option(None, "--aux-weight", "--alpha", "--lambda", help="Weight of the method's loss (default: makd 4, lavid 40)."),
+    aspect_loss: str = typer.Option("bce", help="makd: bce (paper) or kl (ablation, makd.txt Table 3a)."),
+    control: Optional[str] = typer.Option(None, help="Replace the targets by a control of the same shape: random-codes, gaussian, shuffled."),
+    teacher_ckpt: Optional[Path] = typer.Option(None, "--teacher-ckpt", help="Teacher checkpoint for kd/dkd/mlkd."),
+    kd_temperature: Optional[float] = typer.Option(None, "--kd-temperature", help="KD temperature (default 4; 2 with --logit-standardize)."),
+    logit_standardize: bool = typer.Option(False, "--logit-standardize", help="Logit standardisation for kd/dkd (Sun et al. 2024)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
+    train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side length (default: native size up to 64 px, else 224)."),
+    pretrained: Optional[Path] = typer.Option(None, help="Local weights file for the student's backbone."),
+    seed: int = typer.Option(0),
+    runs: int = typer.Option(1, help="Train this many seeds (seed, seed+1, ...) into OUTPUT/seedN."),
+    workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: 0 on small CPUs)."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    compile: bool = typer.Option(False, "--compile", help="torch.compile the student."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
+    quiet: bool = typer.Option(False, help="No progress output."),
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+):
+    """Train a student: CE on the classes plus the method's loss on its extra outputs."""
+    from makd_cli.train import TrainConfig
+    from makd_cli.train.runs import train_runs
+
+    cfg = TrainConfig(
+        data=data, out=str(output), method=method, targets=str(targets) if targets else None, student=student, epochs=epochs,
+        batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+        milestones=[int(x) for x in milestones.split(",")] if milestones else None, aux_weight=aux_weight,
+        aspect_loss=aspect_loss, control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None,
+        kd_temperature=kd_temperature, logit_standardize=logit_standardize, per_class=per_class,
+        train_fraction=train_fraction, val_fraction=val_fraction, image_size=image_size,
+        pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
+        resume=resume, quiet=quiet or as_json,
+    )
+    results = train_runs(cfg, runs)
+
+    def render():
+        for r in results:
+            out.print(f"{r['out']}: best validation top-1 {r['best_val_top1']:.2f}% after {r['epochs']} epochs "
+                      f"({r['split']['train']} train / {r['split']['val']} val images)")
+
+    _emit({"runs": results}, as_json, render)
+
+
+# ---------------------------------------------------------------------------------------------
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+
+
+@app.command("eval")
+def eval_(
+    checkpoints: List[Path] = typer.Argument(..., help="Checkpoints (best.pt) or run folders; several give one comparison table."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (default: the one the checkpoint was trained on)."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="Targets to measure the student's aspect outputs against (default: the training targets)."),
+    split: str = typer.Option("test", help="test (default) or train."),
+    fmt: Format = typer.Option(Format.table, "--format", help="table (terminal), markdown or csv."),
+    per_class: bool = typer.Option(False, "--per-class", help="Also print per-class accuracy."),
+    device: str = typer.Option("auto"),
+    as_json: bool = typer.Option(False, "--json", help="Print every metric as JSON."),
+):
+    """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
+    from makd_cli.evaluate.run import run_eval
+
+    run_eval(checkpoints, data, targets, split, fmt.value, per_class, device, as_json, out)
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def inspect(
+    source: Path = typer.Argument(..., help="A targets.h5 (heatmaps, question quality) or a checkpoint / run folder (training curves)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Picture to write: .png, .svg or .pdf."),
+    view: str = typer.Option("auto", help="heatmap | question | class | quality | curves (auto: heatmap for targets, curves for runs)."),
+    question: Optional[str] = typer.Option(None, "--question", help="Question id for --view question."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Class name for --view class."),
+    top: Optional[int] = typer.Option(None, help="Show at most this many classes and questions."),
+    quality: bool = typer.Option(False, "--quality", help="Target quality report (same as --view quality)."),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file, to show question texts and options."),
+    drop_low_entropy: Optional[Path] = typer.Option(None, "--drop-low-entropy", help="With --quality and --questions: write the questions without the low-entropy ones here."),
+    terminal: bool = typer.Option(True, help="Also draw a compact view in the terminal."),
+    as_json: bool = typer.Option(False, "--json", help="Print the view's numbers as JSON."),
+):
+    """Pictures of targets and runs: heatmaps, one question or class in depth, target quality, curves."""
+    from makd_cli.inspect.run import run_inspect
+
+    run_inspect(source, output, "quality" if quality or drop_low_entropy else view, question, class_name, top, questions,
+                terminal, as_json, out, {"drop_low_entropy": drop_low_entropy})
+
+
+# ---------------------------------------------------------------------------------------------
+@app.command()
+def select(
+    targets: Path = typer.Argument(..., help="Targets from `makd extract` over an over-generated question set."),
+    questions: Path = typer.Option(..., "--questions", help="The questions those targets answer."),
+    q: int = typer.Option(..., "-q", help="How many questions to keep."),
+    output_questions: Path = typer.Option(..., "--out-questions", help="Selected questions file to write."),
+    output_targets: Path = typer.Option(..., "--out-targets", help="Selected targets file to write."),
+    strategy: str = typer.Option("maximin", help="maximin: grow the smallest distance between class signatures; pairs: fewest indistinguishable class pairs."),
+    as_json: bool = typer.Option(False, "--json"),
+):
+    """Keep the Q questions whose answers best separate the classes (measured, not hoped for)."""
+    from makd_cli.select import run_select
+
+    report = run_select(targets, questions, q, output_questions, output_targets, strategy)
+
+    def render():
+        b, a = report["before"], report["after"]
+        out.print(f"kept {q} of {report['available']} questions -> {output_questions}, {output_targets}")
+        out.print(f"  min class distance / random: {b['min_distance_ratio']:.3f} -> {a['min_distance_ratio']:.3f}; "
+                  f"low-entropy questions: {b['low_entropy_questions']} -> {a['low_entropy_questions']}")
+
+    _emit(report, as_json, render)
+
+
+# ---------------------------------------------------------------------------------------------
+@data_app.command("classes")
+def data_classes(data: str = typer.Argument(..., help="Dataset: fashion-mnist, NAME:PATH or an ImageFolder path."),
+                 output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the list here instead of stdout.")):
+    """Print the dataset's class names, one per line (the class list gen-questions and extract take)."""
+    from makd_cli.data import load_dataset
+    from makd_cli.fileio import atomic_write_text
+
+    text = "\n".join(load_dataset(data).classes) + "\n"
+    if output:
+        atomic_write_text(output, text)
+    else:
+        sys.stdout.write(text)
+
+
+@data_app.command("info")
+def data_info(data: str = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+    """Classes and split sizes of a dataset, and the datasets makd knows."""
+    from makd_cli.data import DATASETS, load_dataset
+
+    ds = load_dataset(data)
+    info = {"name": ds.name, "classes": len(ds.classes), "train": len(ds.train), "test": len(ds.test), "native_size": ds.native_size,
+            "known_datasets": DATASETS.describe()}
+    _emit(info, as_json, lambda: out.print_json(json.dumps(info)))
+
+
+def main() -> None:
+    try:
+        app()
+    except MakdError as exc:
+        err.print(f"[bold red]makd: error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("makd: interrupted; finished work is saved, run the same command again to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

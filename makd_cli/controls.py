@@ -1,0 +1,156 @@
+"""Control targets: same shape as a teacher's, but carrying no (or the wrong) knowledge.
+
+A distillation gain only counts if it beats these controls. All are seeded and deterministic.
+
+- ``random-codes`` (:func:`random_codes`): every class gets a random code of the teacher's shape.
+  ``class_mcq``: per (class, question) row ``softmax(z)`` with ``z ~ N(0, 1)`` over the M options;
+  ``class_yesno``: ``p ~ U(0, 1)`` per (class, question); ``class_vector``: Gaussian with the teacher
+  matrix's overall mean and standard deviation; per-image kinds: one random code per class
+  (``image_yesno`` uniform p, ``image_clip`` softmax of Gaussian logits), copied to each of its images.
+- ``gaussian`` (:func:`gaussian_per_image`): MaKD Table 3b. Every image gets its own Gaussian
+  logits ``z ~ N(0, scale^2)`` per question and ``p(yes) = sigmoid(z)``; result kind ``image_yesno``.
+- ``shuffled`` (:func:`class_shuffled`): the teacher's real targets handed to the wrong classes via a
+  seeded derangement ``perm`` (``perm[c] != c`` for all c): class c gets class ``perm[c]``'s targets.
+  Per-image kinds: each image of class c gets the row of a (seeded) random image of class ``perm[c]``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from makd_cli.errors import MakdError
+from makd_cli.formats.targets import Targets
+
+QUESTION_KINDS = ("class_mcq", "class_yesno", "image_yesno")
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def random_signature_array(kind: str, shape: tuple[int, ...], rng: np.random.Generator,
+                           mean: float = 0.0, std: float = 1.0) -> tuple[np.ndarray, np.ndarray | None]:
+    """Random per-class codes of ``shape`` for a targets ``kind``: ``(probs, logits or None)``.
+
+    Distributions (last axis) for ``class_mcq``/``image_clip``: softmax of N(0, 1) logits;
+    yes/no kinds: uniform p; ``class_vector``: N(mean, std^2).
+    """
+    if kind in ("class_mcq", "image_clip"):
+        logits = rng.standard_normal(shape)
+        return _softmax(logits), logits
+    if kind in ("class_yesno", "image_yesno"):
+        return rng.uniform(0.0, 1.0, size=shape), None
+    if kind == "class_vector":
+        return mean + std * rng.standard_normal(shape), None
+    raise MakdError(f"no random codes for targets kind {kind!r}")
+
+
+def _meta(t: Targets, control: str, seed: int, **extra) -> dict:
+    return {**t.meta, "control": control, "control_seed": int(seed), "source_teacher": t.teacher, **extra}
+
+
+def random_codes(targets: Targets, seed: int = 0) -> Targets:
+    """Per-class random codes with the teacher's kind, shape, classes and question ids."""
+    t, rng = targets, np.random.default_rng(seed)
+    C = len(t.classes)
+    if t.per_image:
+        code_shape = (C,) + t.probs.shape[1:]
+    else:
+        code_shape = t.probs.shape
+    probs, logits = random_signature_array(t.kind, code_shape, rng,
+                                           float(t.probs.mean()), float(t.probs.std()) or 1.0)
+    if t.per_image:  # one code per class, copied to each image of that class
+        probs = probs[t.labels]
+        logits = None if logits is None else logits[t.labels]
+    return Targets(
+        kind=t.kind, classes=list(t.classes), question_ids=list(t.question_ids), probs=probs, logits=logits,
+        teacher="control:random-codes", questions_sha256=t.questions_sha256, option_labels=list(t.option_labels),
+        images=None if t.images is None else list(t.images), labels=t.labels,
+        meta=_meta(t, "random-codes", seed),
+    )
+
+
+def gaussian_per_image(targets: Targets, seed: int = 0, labels=None, images: list[str] | None = None,
+                       scale: float = 1.0) -> Targets:
+    """MaKD Table 3b: Gaussian random logits per image, ``p(yes) = sigmoid(logits)``.
+
+    The images come from ``targets`` when it is per-image; otherwise pass ``labels`` (one class index
+    per training image) and optionally ``images`` (sample ids; default ``"0".."N-1"``). One column per
+    question of ``targets``; the result is an ``image_yesno`` file.
+    """
+    t = targets
+    if t.kind not in QUESTION_KINDS:
+        raise MakdError(f"the gaussian control needs question targets ({', '.join(QUESTION_KINDS)}), not {t.kind}")
+    if labels is None:
+        if not t.per_image:
+            raise MakdError("the gaussian control draws one code per image: pass the training labels "
+                            "(or per-image targets)")
+        labels, images = t.labels, list(t.images)
+    labels = np.asarray(labels, dtype=np.int64)
+    if images is None:
+        images = [str(i) for i in range(len(labels))]
+    rng = np.random.default_rng(seed)
+    logits = scale * rng.standard_normal((len(labels), len(t.question_ids)))
+    probs = 1.0 / (1.0 + np.exp(-logits))
+    return Targets(
+        kind="image_yesno", classes=list(t.classes), question_ids=list(t.question_ids), probs=probs,
+        logits=logits, teacher="control:gaussian", questions_sha256=t.questions_sha256,
+        images=list(images), labels=labels, meta=_meta(t, "gaussian", seed, scale=float(scale)),
+    )
+
+
+def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random permutation of ``range(n)`` with no fixed point (rejection sampling)."""
+    if n < 2:
+        raise MakdError(f"cannot hand classes each other's targets with only {n} class(es)")
+    while True:  # accepts with probability ~1/e
+        perm = rng.permutation(n)
+        if not np.any(perm == np.arange(n)):
+            return perm
+
+
+def class_shuffled(targets: Targets, seed: int = 0) -> Targets:
+    """The teacher's targets with classes permuted by a seeded derangement (no class keeps its own)."""
+    t, rng = targets, np.random.default_rng(seed)
+    C = len(t.classes)
+    if not t.per_image:
+        perm = derangement(C, rng)
+        probs, logits = t.probs[perm], None if t.logits is None else t.logits[perm]
+        mapping = perm.tolist()
+        labels, images = None, None
+    else:
+        present = np.unique(t.labels)
+        sub = derangement(len(present), rng)
+        full = np.arange(C)
+        full[present] = present[sub]
+        mapping = full.tolist()
+        rows = np.empty(len(t.labels), dtype=np.int64)
+        for c in present:
+            mine = np.flatnonzero(t.labels == c)
+            theirs = np.flatnonzero(t.labels == full[c])
+            rows[mine] = theirs[rng.integers(0, len(theirs), size=len(mine))]
+        probs, logits = t.probs[rows], None if t.logits is None else t.logits[rows]
+        labels, images = t.labels, list(t.images)
+    return Targets(
+        kind=t.kind, classes=list(t.classes), question_ids=list(t.question_ids), probs=probs, logits=logits,
+        teacher="control:shuffled", questions_sha256=t.questions_sha256, option_labels=list(t.option_labels),
+        images=images, labels=labels, meta=_meta(t, "shuffled", seed, permutation=mapping),
+    )
+
+
+CONTROLS: dict[str, Callable[..., Targets]] = {
+    "random-codes": random_codes,
+    "gaussian": gaussian_per_image,
+    "shuffled": class_shuffled,
+}
+
+
+def apply_control(name: str, targets: Targets, seed: int = 0, **kwargs) -> Targets:
+    """Build control ``name`` for ``targets``; extra keyword arguments go to the control (e.g. labels)."""
+    if name not in CONTROLS:
+        raise MakdError(f"unknown control {name!r}; choose one of {', '.join(CONTROLS)}")
+    return CONTROLS[name](targets, seed=seed, **kwargs)

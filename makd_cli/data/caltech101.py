@@ -1,0 +1,84 @@
+"""Caltech-101 (101 object classes) read with torchvision's ``Caltech101`` (no download).
+
+Layout (the unpacked caltech-101.zip and its 101_ObjectCategories.tar.gz; PATH may be the folder
+holding 101_ObjectCategories/, that folder itself, or torchvision's root holding caltech101/)::
+
+    caltech101/101_ObjectCategories/<class>/image_0001.jpg ...
+
+BACKGROUND_Google is not a class and is left out (as torchvision does). Caltech-101 has no
+official split; this reader uses the common protocol: per class, a seeded random 30 images train
+and all the rest test (3,030 train / 5,647 test). A class of 30 or fewer images keeps one test image.
+Class names turn underscores into spaces ("Faces_easy" -> "Faces easy").
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.registry import register_dataset
+from makd_cli.errors import MakdError
+
+CATEGORIES = "101_ObjectCategories"
+BACKGROUND = "BACKGROUND_Google"
+TRAIN_PER_CLASS = 30
+LAYOUT = f"a folder holding {CATEGORIES}/<class>/image_0001.jpg, ... (the unpacked caltech-101 archives)"
+
+
+def find_folder(root: Path | None) -> Path:
+    if root is None:
+        raise MakdError(f"caltech101 needs a path: --data caltech101:/path/to/caltech-101 (expected {LAYOUT})")
+    if not root.is_dir():
+        raise MakdError(f"Caltech-101 folder {root} does not exist (expected {LAYOUT})")
+    candidates = (root, root / "caltech101", root / "caltech-101") + ((root.parent,) if root.name == CATEGORIES else ())
+    folder = next((c for c in candidates if (c / CATEGORIES).is_dir()), None)
+    if folder is None:
+        raise MakdError(f"Caltech-101: {root} has no {CATEGORIES}/ folder (expected {LAYOUT})")
+    return folder
+
+
+def _read_pool(folder: Path) -> tuple[list[str], list[Path], list[int]]:
+    """torchvision's class list and file numbering, on a linked copy of the category folders."""
+    from torchvision.datasets import Caltech101
+
+    with tempfile.TemporaryDirectory(prefix="makd-caltech101-") as tmp:
+        # Link only the class folders (stray files such as .DS_Store would become classes) and
+        # add an empty background folder if the copy lacks one (torchvision expects to drop it).
+        linked = Path(tmp, "caltech101", CATEGORIES)
+        linked.mkdir(parents=True)
+        for d in (folder / CATEGORIES).iterdir():
+            if d.is_dir() and not d.name.startswith("."):
+                (linked / d.name).symlink_to(d.resolve(), target_is_directory=True)
+        (linked / BACKGROUND).mkdir(exist_ok=True)
+        ds = Caltech101(tmp, target_type="category", download=False)
+        categories, numbers, labels = list(ds.categories), list(ds.index), [int(y) for y in ds.y]
+    if not categories:
+        raise MakdError(f"Caltech-101: {folder / CATEGORIES} has no class folders (expected {LAYOUT})")
+    paths = [folder / CATEGORIES / categories[y] / f"image_{n:04d}.jpg" for n, y in zip(numbers, labels)]
+    missing = next((p for p in paths if not p.is_file()), None)
+    if missing is not None:
+        raise MakdError(
+            f"Caltech-101: {missing} is missing; each class folder must hold only image_0001.jpg, "
+            "image_0002.jpg, ... numbered without gaps (the native layout)"
+        )
+    return categories, paths, labels
+
+
+@register_dataset("caltech101", help="Caltech-101, seeded 30 train per class, rest test (NAME:PATH)")
+def load_caltech101(root: Path | None, seed: int = 0, train_per_class: int = TRAIN_PER_CLASS) -> DatasetSplits:
+    folder = find_folder(root)
+    categories, paths, labels = _read_pool(folder)
+    ids = [p.relative_to(folder / CATEGORIES).as_posix() for p in paths]
+    pool = Split(ids, labels, file_loader(paths))
+    rng = np.random.default_rng(seed)
+    train_idx, test_idx = [], []
+    for c in range(len(categories)):
+        idx = rng.permutation(np.flatnonzero(pool.labels == c))
+        k = min(train_per_class, len(idx) - 1) if len(idx) > 1 else len(idx)
+        train_idx += idx[:k].tolist()
+        test_idx += idx[k:].tolist()
+    classes = [c.replace("_", " ") for c in categories]
+    return DatasetSplits("caltech101", classes, pool.subset(sorted(train_idx)), pool.subset(sorted(test_idx)))

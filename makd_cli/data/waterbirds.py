@@ -1,0 +1,81 @@
+"""Waterbirds (landbird vs waterbird on land or water backgrounds), for group robustness.
+
+Layout (the standard waterbird_complete95_forest2water2 folder; PATH may be it or the folder
+holding it)::
+
+    waterbird_complete95_forest2water2/
+        metadata.csv   columns img_filename, y (0 landbird, 1 waterbird),
+                       split (0 train, 1 val, 2 test), place (0 land, 1 water)
+        <class folder>/<file>.jpg   (paths as in img_filename)
+
+Train is split 0 and test is split 2; the val split (1) is not used. Every sample carries its
+group y * 2 + place, so the worst group ("waterbird on land" in the usual shift) can be scored.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.registry import register_dataset
+from makd_cli.errors import MakdError
+
+BASE = "waterbird_complete95_forest2water2"
+CLASSES = ["landbird", "waterbird"]
+GROUP_NAMES = ["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"]
+COLUMNS = ("img_filename", "y", "split", "place")
+TRAIN_SPLIT, TEST_SPLIT = 0, 2
+LAYOUT = f"{BASE}/ holding metadata.csv (columns {', '.join(COLUMNS)}) and the images it names"
+
+
+def find_folder(root: Path | None) -> Path:
+    if root is None:
+        raise MakdError(f"waterbirds needs a path: --data waterbirds:/path/to/{BASE} (expected {LAYOUT})")
+    if not root.is_dir():
+        raise MakdError(f"Waterbirds folder {root} does not exist (expected {LAYOUT})")
+    folder = next((c for c in (root, root / BASE) if (c / "metadata.csv").is_file()), None)
+    if folder is None:
+        raise MakdError(f"Waterbirds: {root} lacks metadata.csv (expected {LAYOUT})")
+    return folder
+
+
+def read_metadata(path: Path) -> list[tuple[str, int, int, int]]:
+    """(img_filename, y, split, place) per row."""
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise MakdError(f"Waterbirds: {path} lacks the column(s) {', '.join(missing)} (expected {LAYOUT})")
+        rows = []
+        for n, row in enumerate(reader, 2):
+            try:
+                y, split, place = (int(float(row[c])) for c in ("y", "split", "place"))
+            except (TypeError, ValueError):
+                raise MakdError(f"Waterbirds: {path} line {n} has a non-numeric y, split or place") from None
+            if y not in (0, 1) or place not in (0, 1) or split not in (0, 1, 2):
+                raise MakdError(f"Waterbirds: {path} line {n} has y/place outside 0-1 or split outside 0-2")
+            rows.append((row["img_filename"].strip(), y, split, place))
+    return rows
+
+
+@register_dataset("waterbirds", help="Waterbirds with groups (label x place), train/test (NAME:PATH)")
+def load_waterbirds(root: Path | None, seed: int = 0) -> DatasetSplits:
+    folder = find_folder(root)
+    rows = read_metadata(folder / "metadata.csv")
+
+    def make(split: int) -> Split:
+        picked = [r for r in rows if r[2] == split]
+        ids = [r[0] for r in picked]
+        if ids and not (folder / ids[0]).is_file():
+            raise MakdError(f"Waterbirds: {folder / ids[0]} (named in metadata.csv) is missing")
+        return Split(
+            ids,
+            [r[1] for r in picked],
+            file_loader([folder / i for i in ids]),
+            groups=[r[1] * 2 + r[3] for r in picked],
+        )
+
+    return DatasetSplits(
+        "waterbirds", list(CLASSES), make(TRAIN_SPLIT), make(TEST_SPLIT), group_names=list(GROUP_NAMES)
+    )

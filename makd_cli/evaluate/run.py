@@ -1,0 +1,68 @@
+"""The ``makd eval`` job: evaluate checkpoints and print one table (or JSON)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rich.table import Table
+
+from makd_cli.errors import MakdError
+from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, format_markdown
+from makd_cli.progress import progress_bar
+from makd_cli.train.loop import resolve_device
+
+
+def expand_checkpoints(paths: list[Path]) -> list[Path]:
+    """Run folders stand for their best.pt (and seedN/best.pt of multi-seed runs)."""
+    found: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            inner = sorted(p.glob("best.pt")) or sorted(p.glob("seed*/best.pt"))
+            if not inner:
+                raise MakdError(f"{p} holds no best.pt; give a checkpoint or a run folder from `makd train`")
+            found += inner
+        else:
+            found.append(p)
+    return found
+
+
+def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json, console) -> list[dict]:
+    if split not in ("test", "train"):
+        raise MakdError("--split must be test or train")
+    dev = str(resolve_device(device))
+    paths = expand_checkpoints(list(checkpoints))
+    results = []
+    with progress_bar("evaluate", len(paths), not as_json) as advance:
+        for p in paths:
+            results.append(evaluate_checkpoint(str(p), data, str(targets) if targets else None, split, device=dev))
+            advance(info=p.name)
+    if as_json:
+        print(json.dumps({"results": results, "table": comparison_table(results).to_dict(orient="records")}, indent=1, default=str))
+        return results
+    table = comparison_table(results)
+    if fmt == "markdown":
+        print(format_markdown(table))
+    elif fmt == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        t = Table(title=f"{split} accuracy (%)")
+        for col in ("method", "control", "student", "runs", "top-1", "top-5", "per-class"):
+            t.add_column(col, justify="right" if col not in ("method", "control", "student") else "left")
+        for _, r in table.iterrows():
+            pm = lambda k: f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["runs"] > 1 else "")  # noqa: E731
+            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), str(int(r["runs"])), pm("top1"), pm("top5"), pm("mean_per_class"))
+        console.print(t)
+        for r in results:
+            ag = r.get("aspect_agreement") or {}
+            if "mae" in ag:
+                auc = f", mean AUC {ag['mean_auc']:.3f}" if ag.get("mean_auc") is not None else ""
+                console.print(f"{Path(r['checkpoint']).parent.name}: student vs teacher targets on {split}: MAE {ag['mae']:.4f}{auc}")
+            if "worst_group" in r:
+                console.print(f"{Path(r['checkpoint']).parent.name}: worst-group accuracy {r['worst_group']:.2f}%")
+    if per_class:
+        for r in results:
+            console.print(f"[bold]{r['checkpoint']}[/]")
+            for c, a in r["per_class"].items():
+                console.print(f"  {c:30s} {'-' if a is None else f'{a:6.2f}'}")
+    return results

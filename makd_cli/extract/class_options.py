@@ -1,0 +1,152 @@
+"""Per-class soft answers from a language-only LLM (LaViD, lavid.txt section 3.2).
+
+For class c and question q the teacher sees the question (class name filled in) and its labelled
+options, and we read the next-token logits after the assistant prompt at the option labels only:
+T[c, q] = softmax(z_labels / temperature). Yes/no questions give p(yes) = softmax(z_yes, z_no)[yes].
+
+Two prompt layouts:
+- ``paper``: the class name sits inside the question, as in the papers; units are classes.
+- ``class-last``: the question and options come first and the class last, so each question's long
+  prefix is evaluated once and every class only adds a few tokens; units are questions.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from makd_cli.errors import MakdError
+from makd_cli.extract.resume import ResumeStore
+from makd_cli.formats.questions import PLACEHOLDER, Question
+from makd_cli.formats.targets import Targets, write_targets
+
+LABEL_SETS = {"digits": [str(i) for i in range(1, 10)], "letters": list("ABCDEFGHIJ")}
+LAYOUTS = ("paper", "class-last")
+YES_NO = (["Yes", "yes", "YES"], ["No", "no", "NO"])
+
+
+def mcq_user_text(q: Question, class_name: str, labels: list[str], layout: str) -> str:
+    options = "\n".join(f"{lab}. {opt}" for lab, opt in zip(labels, q.options))
+    instr = f"Answer with the {'number' if labels[0].isdigit() else 'letter'} of the correct option only."
+    if layout == "paper":
+        return f"{q.instantiate(class_name)}\n{options}\n{instr}"
+    return f"{q.instantiate('the object')}\n{options}\nThe object is: {class_name}.\n{instr}"
+
+
+def yesno_user_text(q: Question, class_name: str, layout: str) -> str:
+    if layout == "paper":
+        return f"{q.instantiate(class_name)}\nAnswer yes or no."
+    return f"{q.instantiate('the object')}\nThe object is: {class_name}.\nAnswer yes or no."
+
+
+def yes_no_token_ids(llm) -> list[list[int]]:
+    """Single-token spellings of Yes and No (with and without a leading space)."""
+    out = []
+    for words in YES_NO:
+        ids = []
+        for w in words:
+            for text in (w, " " + w):
+                toks = llm.tokenize_plain(text)
+                if len(toks) == 1 and toks[0] not in ids:
+                    ids.append(toks[0])
+        if not ids:
+            raise MakdError(f"{llm.name} has no single token for {words[0]!r}; it cannot answer yes/no questions here")
+        out.append(ids)
+    return out
+
+
+def _logsumexp_rows(logits: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    vals = np.empty(len(groups))
+    for i, ids in enumerate(groups):
+        z = logits[ids]
+        mx = z.max()
+        vals[i] = mx + np.log(np.exp(z - mx).sum())
+    return vals
+
+
+def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = z / temperature
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+@dataclass
+class ExtractPlan:
+    kind: str  # class_mcq | class_yesno
+    labels: list[str]
+    token_groups: list[list[int]]
+
+
+def plan_for(llm, questions: list[Question], label_set: str) -> ExtractPlan:
+    kind = questions[0].kind
+    if kind == "mcq":
+        m = len(questions[0].options)
+        labels = LABEL_SETS[label_set][:m]
+        if len(labels) < m:
+            raise MakdError(f"--labels {label_set} has only {len(labels)} labels for {m} options")
+        return ExtractPlan("class_mcq", labels, llm.label_token_ids(labels))
+    if kind == "yesno":
+        return ExtractPlan("class_yesno", ["yes", "no"], yes_no_token_ids(llm))
+    raise MakdError("per-class extraction answers mcq or yesno questions; descriptions are scored by CLIP (--clip)")
+
+
+def build_prompt(llm, plan: ExtractPlan, q: Question, class_name: str, layout: str) -> list[int]:
+    text = mcq_user_text(q, class_name, plan.labels, layout) if plan.kind == "class_mcq" else yesno_user_text(q, class_name, layout)
+    return llm.tokenize(llm.chat_prompt([{"role": "user", "content": text}]))
+
+
+def extract_class_answers(
+    llm, questions: list[Question], classes: list[str], out: str, *, questions_sha256: str, layout: str = "paper",
+    label_set: str = "digits", temperature: float = 1.0, restart: bool = False, on_unit=None, naive: bool = False,
+) -> tuple[Targets, dict]:
+    if layout not in LAYOUTS:
+        raise MakdError(f"--prompt-layout {layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
+    if temperature <= 0:
+        raise MakdError("--temperature must be positive")
+    plan = plan_for(llm, questions, label_set)
+    C, Q, M = len(classes), len(questions), len(plan.labels)
+    store = ResumeStore(out, {
+        "model": str(llm.name), "backend": llm.backend, "kind": plan.kind, "layout": layout, "labels": plan.labels,
+        "classes": classes, "questions_sha256": questions_sha256, "question_ids": [q.id for q in questions], "naive": naive,
+    }, restart=restart)
+    score = llm.naive_next_token_logits if naive else llm.next_token_logits
+    raw = np.zeros((C, Q, M))
+    by_class = layout == "paper"
+    units = [(f"class{c:05d}", [(c, q) for q in range(Q)]) for c in range(C)] if by_class else \
+            [(f"question{q:05d}", [(c, q) for c in range(C)]) for q in range(Q)]
+    t0, n_prompts, tokens0, resumed = time.time(), 0, llm.evaluated_tokens, 0
+    for key, cells in units:
+        if store.done(key):
+            raw[tuple(zip(*cells))] = store.load(key)["logits"]
+            resumed += 1
+        else:
+            llm.reset_cache()  # each unit starts cold, so results never depend on where a run resumed
+            vals = np.empty((len(cells), M))
+            for i, (c, q) in enumerate(cells):
+                vals[i] = _logsumexp_rows(score(build_prompt(llm, plan, questions[q], classes[c], layout)), plan.token_groups)
+            n_prompts += len(cells)
+            store.save(key, logits=vals)
+            raw[tuple(zip(*cells))] = vals
+        if on_unit:
+            on_unit(key)
+    seconds = time.time() - t0
+    probs = softmax(raw, temperature)
+    meta = {"layout": layout, "temperature": temperature, "label_token_ids": plan.token_groups, "backend": llm.backend,
+            "model_file": str(llm.name), "naive": naive}
+    if plan.kind == "class_yesno":
+        targets = Targets("class_yesno", classes, [q.id for q in questions], probs[..., 0], raw[..., 0] - raw[..., 1],
+                          teacher=f"{llm.backend}:{llm.name}", questions_sha256=questions_sha256, meta=meta)
+    else:
+        targets = Targets("class_mcq", classes, [q.id for q in questions], probs, raw, teacher=f"{llm.backend}:{llm.name}",
+                          questions_sha256=questions_sha256, option_labels=plan.labels, meta=meta)
+    write_targets(out, targets)
+    store.clear()
+    evaluated = llm.evaluated_tokens - tokens0
+    summary = {"classes": C, "questions": Q, "options": M, "kind": plan.kind, "layout": layout, "prompts": C * Q,
+               "prompts_computed": n_prompts, "units_resumed": resumed, "seconds": round(seconds, 3),
+               "prompts_per_s": round(n_prompts / seconds, 2) if seconds > 0 and n_prompts else None,
+               "evaluated_tokens": evaluated, "tokens_per_s": round(evaluated / seconds, 1) if seconds > 0 and evaluated else None}
+    return targets, summary

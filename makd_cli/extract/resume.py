@@ -1,0 +1,57 @@
+"""Resumable extraction: finished units (a class, a question, a chunk of images) are saved one file
+each in ``<out>.partial/``, written atomically, so kill -9 loses at most the unit in progress.
+
+The folder carries a fingerprint of everything that determines the result; a run with other
+inputs refuses to mix its results in.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from makd_cli.errors import MakdError
+from makd_cli.fileio import atomic_path, atomic_write_text
+
+
+class ResumeStore:
+    def __init__(self, out: str | Path, fingerprint: dict, restart: bool = False):
+        self.dir = Path(str(out) + ".partial")
+        self.fingerprint = json.loads(json.dumps(fingerprint, sort_keys=True))
+        fp_file = self.dir / "fingerprint.json"
+        if restart and self.dir.exists():
+            shutil.rmtree(self.dir)
+        if self.dir.exists() and fp_file.exists():
+            old = json.loads(fp_file.read_text())
+            if old != self.fingerprint:
+                changed = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
+                raise MakdError(
+                    f"{self.dir} holds an unfinished run with other inputs ({', '.join(changed)} differ); "
+                    "pass --restart to discard it, or repeat the original command"
+                )
+        self.dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(fp_file, json.dumps(self.fingerprint, sort_keys=True, indent=1))
+
+    def _file(self, key: str) -> Path:
+        return self.dir / f"unit-{key}.npz"
+
+    def done(self, key: str) -> bool:
+        return self._file(key).exists()
+
+    def save(self, key: str, **arrays: np.ndarray) -> None:
+        with atomic_path(self._file(key), suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+    def load(self, key: str) -> dict[str, np.ndarray]:
+        with np.load(self._file(key)) as z:
+            return {k: z[k] for k in z.files}
+
+    def finished_units(self) -> int:
+        return len(list(self.dir.glob("unit-*.npz")))
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,1 @@
+"""Versioned file formats exchanged between subcommands (see docs/formats.md)."""

@@ -1,0 +1,131 @@
+"""questions.jsonl, format version 1: one question per line.
+
+Each record: ``format_version``, a stable ``id`` (hash of kind, text and options, so the same
+question keeps its id across runs), ``kind`` (yesno | mcq | description), ``text``,
+``options`` (mcq only), ``class_name`` (description only) and ``source`` (model, prompt_sha256,
+seed). Per-class questions carry the placeholder ``<object>``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from makd_cli.errors import MakdError
+from makd_cli.fileio import atomic_write_text, require_file
+
+FORMAT_VERSION = 1
+PLACEHOLDER = "<object>"
+KINDS = ("yesno", "mcq", "description")
+
+
+@dataclass
+class Question:
+    kind: str
+    text: str
+    options: list[str] = field(default_factory=list)
+    class_name: str | None = None
+    source: dict = field(default_factory=dict)
+    id: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = question_id(self.kind, self.text, self.options, self.class_name)
+
+    def instantiate(self, class_name: str) -> str:
+        """The question text with the placeholder replaced by a class name."""
+        return self.text.replace(PLACEHOLDER, class_name)
+
+    def to_record(self) -> dict:
+        rec = {"format_version": FORMAT_VERSION, **asdict(self)}
+        if self.kind != "mcq":
+            rec.pop("options")
+        if self.kind != "description":
+            rec.pop("class_name")
+        return rec
+
+
+def question_id(kind: str, text: str, options: list[str], class_name: str | None = None) -> str:
+    payload = json.dumps([kind, " ".join(text.split()), list(options), class_name])
+    return "q" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:10]
+
+
+def write_questions(path: str | Path, questions: list[Question]) -> None:
+    lines = [json.dumps(q.to_record(), ensure_ascii=False) for q in questions]
+    atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
+
+
+def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
+    """Read and check a questions file; ``kind`` restricts it to one kind."""
+    path = require_file(path, "questions file")
+    questions: list[Question] = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise MakdError(f"{where} is not valid JSON ({exc.msg}); each line must be one question record") from None
+        if not isinstance(rec, dict):
+            raise MakdError(f"{where} is not a JSON object; each line must be one question record")
+        version = rec.get("format_version")
+        if version != FORMAT_VERSION:
+            raise MakdError(
+                f"{where} has format_version {version!r}, this makd reads version {FORMAT_VERSION}; "
+                "regenerate it with `makd gen-questions`"
+            )
+        if rec.get("kind") not in KINDS:
+            raise MakdError(f"{where} has kind {rec.get('kind')!r}; expected one of {', '.join(KINDS)}")
+        if not isinstance(rec.get("text"), str) or not rec["text"].strip():
+            raise MakdError(f"{where} has no question text")
+        q = Question(
+            kind=rec["kind"],
+            text=rec["text"],
+            options=list(rec.get("options") or []),
+            class_name=rec.get("class_name"),
+            source=dict(rec.get("source") or {}),
+            id=str(rec.get("id") or ""),
+        )
+        if q.kind == "mcq" and len(q.options) < 2:
+            raise MakdError(f"{where}: a multiple-choice question needs at least 2 options")
+        if q.kind in ("mcq", "yesno") and PLACEHOLDER not in q.text:
+            raise MakdError(
+                f"{where}: question {q.id} has no {PLACEHOLDER} placeholder; per-class questions must "
+                f"name the class as {PLACEHOLDER}"
+            )
+        questions.append(q)
+    if not questions:
+        raise MakdError(f"questions file {path} has no questions")
+    ids = [q.id for q in questions]
+    dup = {i for i in ids if ids.count(i) > 1}
+    if dup:
+        raise MakdError(f"questions file {path} repeats id(s) {', '.join(sorted(dup))}; ids must be unique")
+    if kind is not None:
+        wrong = [q.id for q in questions if q.kind != kind]
+        if wrong:
+            raise MakdError(
+                f"questions file {path} holds {questions[0].kind} questions but {kind} questions are "
+                f"needed here (first mismatch: {wrong[0]}); pass a {kind} questions file"
+            )
+    if len({q.kind for q in questions}) > 1:
+        raise MakdError(f"questions file {path} mixes kinds; keep one kind per file")
+    mcq_m = {len(q.options) for q in questions if q.kind == "mcq"}
+    if len(mcq_m) > 1:
+        raise MakdError(f"questions file {path} mixes option counts {sorted(mcq_m)}; all questions need the same M")
+    return questions
+
+
+def read_classes(path: str | Path) -> list[str]:
+    """A class list: one class name per line (blank lines and # comments ignored)."""
+    path = require_file(path, "class list")
+    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    names = [n for n in names if n and not n.startswith("#")]
+    if not names:
+        raise MakdError(f"class list {path} is empty; write one class name per line")
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise MakdError(f"class list {path} repeats {', '.join(dup)}; class names must be unique")
+    return names

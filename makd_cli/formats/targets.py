@@ -1,0 +1,178 @@
+"""targets.h5, format version 1: what a teacher answered.
+
+Kinds and the shape of ``probs`` (C classes, Q questions, M options, N images):
+- ``class_mcq``    C x Q x M, each row a distribution over the options (LaViD)
+- ``class_yesno``  C x Q, p(yes) per class (MaKD questions answered by a language-only model)
+- ``image_yesno``  N x Q, p(yes) per image (MaKD with a multimodal teacher)
+- ``image_clip``   N x C, a distribution over class descriptions per image (LEAD)
+- ``class_vector`` C x D, any per-class code (word embeddings, random codes): regressed with MSE
+
+``logits`` has the shape of ``probs`` (raw teacher scores before normalisation). Per-image kinds add
+``images`` (sample ids) and ``labels``. Root attributes: format, format_version, kind, teacher,
+questions_sha256, option_labels and a JSON ``meta``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from makd_cli.errors import MakdError
+from makd_cli.fileio import atomic_path, require_file
+
+FORMAT = "makd-targets"
+FORMAT_VERSION = 1
+PER_CLASS = ("class_mcq", "class_yesno", "class_vector")
+PER_IMAGE = ("image_yesno", "image_clip")
+KINDS = PER_CLASS + PER_IMAGE
+_STR = h5py.string_dtype("utf-8")
+
+
+@dataclass
+class Targets:
+    kind: str
+    classes: list[str]
+    question_ids: list[str]
+    probs: np.ndarray
+    logits: np.ndarray | None = None
+    teacher: str = ""
+    questions_sha256: str = ""
+    option_labels: list[str] = field(default_factory=list)
+    images: list[str] | None = None
+    labels: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.probs = np.asarray(self.probs, dtype=np.float32)
+        if self.logits is not None:
+            self.logits = np.asarray(self.logits, dtype=np.float32)
+        if self.labels is not None:
+            self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.validate()
+
+    @property
+    def per_image(self) -> bool:
+        return self.kind in PER_IMAGE
+
+    @property
+    def num_outputs(self) -> int:
+        """Width of one target row flattened: what a student head must predict."""
+        return int(np.prod(self.probs.shape[1:]))
+
+    def validate(self, where: str = "targets") -> None:
+        C, Q = len(self.classes), len(self.question_ids)
+        if self.kind not in KINDS:
+            raise MakdError(f"{where}: unknown targets kind {self.kind!r}; expected one of {', '.join(KINDS)}")
+        if C == 0:
+            raise MakdError(f"{where}: no classes")
+        shape = self.probs.shape
+        if self.kind == "class_mcq":
+            ok = len(shape) == 3 and shape[:2] == (C, Q)
+            want = f"{C} x {Q} x M"
+        elif self.kind == "class_yesno":
+            ok, want = shape == (C, Q), f"{C} x {Q}"
+        elif self.kind == "class_vector":
+            ok, want = len(shape) == 2 and shape[0] == C, f"{C} x D"
+        elif self.kind == "image_yesno":
+            ok, want = len(shape) == 2 and shape[1] == Q, f"N x {Q}"
+        else:  # image_clip: one distribution over the C class descriptions
+            ok, want = len(shape) == 2 and shape[1] == C, f"N x {C}"
+        if not ok:
+            raise MakdError(f"{where}: probs has shape {shape} but a {self.kind} file with {C} classes and {Q} questions needs {want}")
+        if self.logits is not None and self.logits.shape != shape:
+            raise MakdError(f"{where}: logits shape {self.logits.shape} differs from probs shape {shape}")
+        if not np.all(np.isfinite(self.probs)):
+            raise MakdError(f"{where}: probs holds NaN or infinite values")
+        if self.kind in ("class_mcq", "image_clip"):
+            sums = self.probs.sum(axis=-1)
+            if not np.allclose(sums, 1.0, atol=1e-3):
+                raise MakdError(f"{where}: {self.kind} rows must sum to 1 (found sums from {sums.min():.4f} to {sums.max():.4f})")
+        if self.kind in ("class_yesno", "image_yesno") and (self.probs.min() < 0 or self.probs.max() > 1):
+            raise MakdError(f"{where}: p(yes) must lie in [0, 1]")
+        if self.kind == "class_mcq" and self.option_labels and len(self.option_labels) != shape[2]:
+            raise MakdError(f"{where}: {len(self.option_labels)} option labels for {shape[2]} options")
+        if self.per_image:
+            if self.images is None or self.labels is None:
+                raise MakdError(f"{where}: per-image targets need images and labels")
+            if len(self.images) != shape[0] or len(self.labels) != shape[0]:
+                raise MakdError(f"{where}: {shape[0]} rows but {len(self.images)} images and {len(self.labels)} labels")
+            if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= C):
+                raise MakdError(f"{where}: labels outside 0..{C - 1}")
+        if len(set(self.question_ids)) != Q:
+            raise MakdError(f"{where}: question ids repeat")
+
+    def check_classes(self, dataset_classes: list[str], where: str = "targets") -> None:
+        """Targets must describe exactly the dataset's classes, in the same order."""
+        if list(self.classes) != list(dataset_classes):
+            missing = [c for c in dataset_classes if c not in self.classes]
+            extra = [c for c in self.classes if c not in dataset_classes]
+            if missing or extra:
+                detail = f"missing {missing[:3]}" if missing else f"unknown {extra[:3]}"
+                raise MakdError(
+                    f"{where}: its {len(self.classes)} classes differ from the dataset's {len(dataset_classes)} "
+                    f"({detail}); extract targets with the dataset's class list (`makd data classes`)"
+                )
+            raise MakdError(f"{where}: classes are in a different order from the dataset's; re-extract with the dataset's class list")
+
+
+def write_targets(path: str | Path, t: Targets) -> None:
+    t.validate(str(path))
+    with atomic_path(path, suffix=".h5") as tmp:
+        with h5py.File(tmp, "w", track_order=True) as f:
+            f.attrs["format"] = FORMAT
+            f.attrs["format_version"] = FORMAT_VERSION
+            f.attrs["kind"] = t.kind
+            f.attrs["teacher"] = t.teacher
+            f.attrs["questions_sha256"] = t.questions_sha256
+            f.attrs["option_labels"] = json.dumps(list(t.option_labels))
+            f.attrs["meta"] = json.dumps(t.meta, sort_keys=True)
+            f.create_dataset("classes", data=np.array(t.classes, dtype=object), dtype=_STR, track_times=False)
+            f.create_dataset("question_ids", data=np.array(t.question_ids, dtype=object), dtype=_STR, track_times=False)
+            f.create_dataset("probs", data=t.probs, track_times=False)
+            if t.logits is not None:
+                f.create_dataset("logits", data=t.logits, track_times=False)
+            if t.per_image:
+                f.create_dataset("images", data=np.array(t.images, dtype=object), dtype=_STR, track_times=False)
+                f.create_dataset("labels", data=t.labels, track_times=False)
+
+
+def read_targets(path: str | Path) -> Targets:
+    path = require_file(path, "targets file")
+    try:
+        f = h5py.File(path, "r")
+    except OSError:
+        raise MakdError(f"{path} is not an HDF5 file; targets come from `makd extract`") from None
+    with f:
+        if f.attrs.get("format") != FORMAT:
+            raise MakdError(f"{path} is not a makd targets file (format attribute {f.attrs.get('format')!r})")
+        version = int(f.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise MakdError(f"{path} has targets format version {version}; this makd reads version {FORMAT_VERSION}. Re-run `makd extract`")
+        for name in ("classes", "question_ids", "probs"):
+            if name not in f:
+                raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
+
+        def strings(name: str) -> list[str]:
+            return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f[name][()]]
+
+        kind = str(f.attrs["kind"])
+        try:
+            return Targets(
+                kind=kind,
+                classes=strings("classes"),
+                question_ids=strings("question_ids"),
+                probs=f["probs"][()],
+                logits=f["logits"][()] if "logits" in f else None,
+                teacher=str(f.attrs.get("teacher", "")),
+                questions_sha256=str(f.attrs.get("questions_sha256", "")),
+                option_labels=json.loads(f.attrs.get("option_labels", "[]")),
+                images=strings("images") if "images" in f else None,
+                labels=f["labels"][()] if "labels" in f else None,
+                meta=json.loads(f.attrs.get("meta", "{}")),
+            )
+        except MakdError as exc:
+            raise MakdError(f"{path}: {exc}") from None

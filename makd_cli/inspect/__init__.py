@@ -1,0 +1,1 @@
+"""``makd inspect``: one module per view, registered in ``makd_cli.inspect.views.VIEWS``."""

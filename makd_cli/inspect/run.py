@@ -1,0 +1,37 @@
+"""The ``makd inspect`` job: choose the view and run it."""
+
+from __future__ import annotations
+
+import importlib
+import json
+from pathlib import Path
+
+from makd_cli.errors import MakdError
+from makd_cli.inspect.views import VIEWS, ViewRequest
+
+_MODULES = ("heatmap", "quality")
+for _m in _MODULES:
+    importlib.import_module(f"makd_cli.inspect.{_m}")
+
+
+def _auto_view(source: Path) -> str:
+    if source.is_dir() or source.suffix == ".pt":
+        return "curves"
+    return "heatmap"
+
+
+def run_inspect(source, output, view, question, class_name, top, questions, terminal, as_json, console, options=None) -> dict:
+    source = Path(source)
+    if not source.exists():
+        raise MakdError(f"{source} does not exist; give a targets.h5, a checkpoint or a run folder")
+    if top is not None and top < 1:
+        raise MakdError("--top must be at least 1")
+    name = _auto_view(source) if view == "auto" else view
+    req = ViewRequest(source, Path(output) if output else None, console, question, class_name, top,
+                      Path(questions) if questions else None, terminal, as_json, options or {})
+    result = VIEWS.get(name)(req)
+    if as_json:
+        print(json.dumps(result, indent=1, default=str))
+    elif output:
+        console.print(f"wrote {output}")
+    return result

@@ -1,0 +1,34 @@
+"""Methods: one file per method, registered with ``@register_method``; list new modules here.
+
+``build_terms("lavid+kd", ctx)`` returns the loss terms of a combined method; ``ce`` is the
+baseline and adds no term (CE on the class logits is always part of the loss).
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from makd_cli.errors import MakdError
+from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, register_method
+
+_MODULES = ("lavid", "makd", "kd", "dkd", "mlkd")
+for _m in _MODULES:
+    importlib.import_module(f"makd_cli.methods.{_m}")
+
+
+def method_names() -> list[str]:
+    return ["ce"] + METHODS.names()
+
+
+def build_terms(spec: str, ctx: MethodContext) -> list[MethodTerm]:
+    parts = [p.strip() for p in spec.split("+") if p.strip()]
+    if not parts:
+        raise MakdError("--method is empty; use ce, lavid, makd or a combination such as lavid+kd")
+    terms = [METHODS.get(p)(ctx) for p in parts if p != "ce"]
+    with_targets = [t for t in terms if t.target_kinds]
+    if len(with_targets) > 1:
+        raise MakdError(f"--method {spec}: only one target-based method at a time (found {', '.join(t.name for t in with_targets)})")
+    return terms
+
+
+__all__ = ["Batch", "METHODS", "MethodContext", "MethodTerm", "build_terms", "method_names", "register_method"]

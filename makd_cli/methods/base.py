@@ -1,0 +1,102 @@
+"""The method interface: a method is a loss term (plus, optionally, extra student outputs).
+
+``--method lavid+kd`` combines terms: the student's head gets the sum of their extra widths, each
+term reads its own slice, and the training loss is CE on the class logits plus every term's loss.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from makd_cli.errors import MakdError
+from makd_cli.formats.targets import Targets
+from makd_cli.registry import Registry
+
+
+@dataclass
+class MethodContext:
+    num_classes: int
+    targets: Targets | None = None
+    train_ids: list[str] = field(default_factory=list)  # sample ids of the training split, row i = index i
+    train_labels: np.ndarray | None = None
+    weight: float | None = None  # --aux-weight; None means the method's default
+    options: dict = field(default_factory=dict)  # method-specific settings (temperature, aspect_loss, ...)
+    epochs: int = 1
+
+
+@dataclass
+class Batch:
+    images: Tensor
+    labels: Tensor
+    indices: Tensor  # positions in the training split, for per-image targets
+    epoch: int = 0
+    teacher_logits: Tensor | None = None
+
+
+class MethodTerm:
+    name = "?"
+    target_kinds: tuple[str, ...] = ()  # target kinds this term consumes; empty: none needed
+    needs_teacher = False  # needs teacher logits for each batch (KD family)
+    default_weight = 1.0
+
+    def __init__(self, ctx: MethodContext):
+        self.ctx = ctx
+        self.weight = self.default_weight if ctx.weight is None else float(ctx.weight)
+        self.extra_dim = 0
+
+    def to(self, device) -> "MethodTerm":
+        return self
+
+    def loss(self, logits: Tensor, extra: Tensor, batch: Batch) -> Tensor:
+        raise NotImplementedError
+
+    def head_info(self) -> dict:
+        return {"method": self.name, "extra_dim": self.extra_dim, "weight": self.weight}
+
+
+class TargetTable:
+    """Teacher targets as one tensor, looked up per batch by class label or by image index."""
+
+    def __init__(self, targets: Targets, ctx: MethodContext, flatten: bool = True):
+        self.per_image = targets.per_image
+        probs = torch.from_numpy(targets.probs)
+        self.row_shape = tuple(probs.shape[1:])
+        self.table = probs.reshape(probs.shape[0], -1) if flatten else probs
+        if self.per_image:
+            row = {img: i for i, img in enumerate(targets.images)}
+            missing = [i for i in ctx.train_ids if i not in row]
+            if missing:
+                raise MakdError(
+                    f"the per-image targets lack {len(missing)} of the {len(ctx.train_ids)} training images "
+                    f"(first: {missing[0]}); extract them with the same --data"
+                )
+            self.row_of_sample = torch.tensor([row[i] for i in ctx.train_ids], dtype=torch.long)
+
+    def to(self, device) -> "TargetTable":
+        self.table = self.table.to(device)
+        if self.per_image:
+            self.row_of_sample = self.row_of_sample.to(device)
+        return self
+
+    def lookup(self, batch: Batch) -> Tensor:
+        if self.per_image:
+            return self.table[self.row_of_sample[batch.indices]]
+        return self.table[batch.labels]
+
+
+METHODS: Registry[type[MethodTerm]] = Registry("method")
+register_method = METHODS.register
+
+
+def require_targets(term: MethodTerm, ctx: MethodContext) -> Targets:
+    t = ctx.targets
+    if t is None:
+        raise MakdError(f"--method {term.name} needs --targets (a {' or '.join(term.target_kinds)} file from `makd extract`)")
+    if t.kind not in term.target_kinds:
+        raise MakdError(f"--method {term.name} takes {' or '.join(term.target_kinds)} targets, but the file holds {t.kind}")
+    return t

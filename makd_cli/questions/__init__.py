@@ -1,0 +1,1 @@
+"""Question generation: the papers' prompts, the LLM driver, and validation of what it wrote."""

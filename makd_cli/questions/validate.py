@@ -1,0 +1,133 @@
+"""Checks every generated item: what a question must be before a teacher answers it.
+
+Each check returns ``None`` when the item is fine, else a short reason (tallied in the report).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from makd_cli.formats.questions import PLACEHOLDER
+
+MAX_OPTION_WORDS = 12
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^\w<>]+", " ", text.lower()).split())
+
+
+# A class name counts only as a whole word: "shirt" is not mentioned by "T-shirt".
+_BEFORE, _AFTER = r"(?<![\w/-])", r"(?![\w/-])"
+
+
+def _mentions(text: str, name: str) -> bool:
+    return re.search(_BEFORE + re.escape(name.lower()) + _AFTER, text.lower()) is not None
+
+
+def parse_json_object(raw: str) -> dict | None:
+    """The first JSON object in ``raw`` (models sometimes wrap it in prose or code fences)."""
+    raw = raw.strip()
+    start = raw.find("{")
+    while start != -1:
+        depth = 0
+        for i in range(start, len(raw)):
+            if raw[i] == "{":
+                depth += 1
+            elif raw[i] == "}":
+                depth -= 1
+                if depth == 0:
+                    try:
+                        obj = json.loads(raw[start:i + 1])
+                    except json.JSONDecodeError:
+                        break
+                    return obj if isinstance(obj, dict) else None
+        start = raw.find("{", start + 1)
+    return None
+
+
+def fix_placeholder(text: str, classes: list[str]) -> str:
+    """Models often write a class name, or a variant of the placeholder, where <object> belongs."""
+    text = re.sub(r"<\s*object\s*>|\[\s*object\s*\]|\{\s*object\s*\}|<\s*class\s*>|\[\s*class\s*\]", PLACEHOLDER, text, flags=re.I)
+    if PLACEHOLDER not in text:
+        for name in sorted(classes, key=len, reverse=True):
+            if _mentions(text, name):
+                text = re.sub(_BEFORE + re.escape(name) + _AFTER, PLACEHOLDER, text, count=1, flags=re.I)
+                break
+    return " ".join(text.split())
+
+
+def check_question_text(text: str, classes: list[str], seen: set[str]) -> str | None:
+    if not text or len(text.split()) < 3:
+        return "question too short"
+    if PLACEHOLDER not in text:
+        return f"no {PLACEHOLDER} placeholder"
+    if text.count(PLACEHOLDER) > 1:
+        return "placeholder repeated"
+    if any(_mentions(text.replace(PLACEHOLDER, " "), c) for c in classes):
+        return "class name in question"
+    if normalise(text) in seen:
+        return "duplicate question"
+    return None
+
+
+def check_options(options, m: int, classes: list[str]) -> str | None:
+    if not isinstance(options, list) or not all(isinstance(o, str) for o in options):
+        return "options not a list of strings"
+    opts = [o.strip() for o in options]
+    if len(opts) != m:
+        return f"{len(opts)} options instead of {m}"
+    if any(not o for o in opts):
+        return "empty option"
+    if len({normalise(o) for o in opts}) != m:
+        return "repeated options"
+    if any(len(o.split()) > MAX_OPTION_WORDS for o in opts):
+        return "option too long"
+    if any(_mentions(o, c) for o in opts for c in classes):
+        return "class name in option"
+    if any(PLACEHOLDER in o for o in opts):
+        return "placeholder in option"
+    return None
+
+
+def validate_mcq(obj: dict | None, m: int, classes: list[str], seen: set[str]) -> tuple[dict | None, str | None]:
+    if obj is None:
+        return None, "not a JSON object"
+    text = obj.get("question")
+    if not isinstance(text, str):
+        return None, "no question field"
+    text = fix_placeholder(text, classes)
+    reason = check_question_text(text, classes, seen) or check_options(obj.get("options"), m, classes)
+    if reason:
+        return None, reason
+    return {"text": text, "options": [o.strip() for o in obj["options"]]}, None
+
+
+def validate_yesno(obj: dict | None, classes: list[str], seen: set[str]) -> tuple[dict | None, str | None]:
+    if obj is None:
+        return None, "not a JSON object"
+    text = obj.get("question")
+    if not isinstance(text, str):
+        return None, "no question field"
+    text = fix_placeholder(text, classes)
+    reason = check_question_text(text, classes, seen)
+    if reason is None and not re.match(r"^(is|are|does|do|can|has|have|was|were|will|would|could|should)\b", text.strip().lower()):
+        reason = "not a yes/no question"
+    return (None, reason) if reason else ({"text": text}, None)
+
+
+def count_clip_tokens(text: str) -> int:
+    """An estimate of CLIP's BPE token count: words and punctuation marks, plus start/end tokens."""
+    return len(re.findall(r"\w+|[^\w\s]", text)) + 2
+
+
+def validate_description(obj: dict | None, name: str, limit_tokens: int) -> tuple[dict | None, str | None]:
+    if obj is None:
+        return None, "not a JSON object"
+    text = obj.get("description")
+    if not isinstance(text, str) or len(text.split()) < 4:
+        return None, "description too short"
+    text = " ".join(text.split())
+    if count_clip_tokens(text) > limit_tokens:
+        return None, f"longer than {limit_tokens} CLIP tokens"
+    return {"text": text}, None

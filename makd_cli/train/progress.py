@@ -1,0 +1,43 @@
+"""A rich progress bar for training, plus one log line per epoch (readable in CI logs too)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+class TrainProgress:
+    def __init__(self, epochs: int, start_epoch: int, quiet: bool = False):
+        self.epochs, self.quiet = epochs, quiet
+        self.progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+            TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=quiet,
+        )
+        self.task = None
+
+    def __enter__(self):
+        self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.progress.__exit__(*exc)
+
+    def start_epoch(self, epoch: int, steps: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(f"epoch {epoch + 1}/{self.epochs}", total=steps, loss=float("nan"))
+
+    def step(self, loss: float) -> None:
+        self.progress.update(self.task, advance=1, loss=loss)
+
+    def end_epoch(self, record: dict) -> None:
+        if self.quiet:
+            return
+        parts = [f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}", f"ce {record['train_ce']:.4f}"]
+        parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k not in ("train_loss", "train_ce")]
+        if "val_top1" in record:
+            parts.append(f"val top-1 {record['val_top1']:.2f}%")
+        parts.append(f"{record['images_per_s']:.0f} img/s")
+        self.progress.console.print("  ".join(parts))

@@ -1,0 +1,20 @@
+"""``--runs N``: the same run for seeds seed..seed+N-1, each in OUTPUT/seedK."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from makd_cli.errors import MakdError
+from makd_cli.train.config import TrainConfig
+from makd_cli.train.loop import train
+
+
+def train_runs(cfg: TrainConfig, runs: int = 1) -> list[dict]:
+    if runs < 1:
+        raise MakdError("--runs must be at least 1")
+    if cfg.epochs < 1:
+        raise MakdError("--epochs must be at least 1")
+    if runs == 1:
+        return [train(cfg)]
+    return [train(replace(cfg, seed=cfg.seed + k, out=str(Path(cfg.out) / f"seed{cfg.seed + k}"))) for k in range(runs)]
