@@ -9,7 +9,7 @@ from pathlib import Path
 from makd_cli.errors import MakdError
 from makd_cli.inspect.views import VIEWS, ViewRequest
 
-_MODULES = ("heatmap", "quality")
+_MODULES = ("heatmap", "quality", "question", "class_view", "curves")
 for _m in _MODULES:
     importlib.import_module(f"makd_cli.inspect.{_m}")
 

@@ -36,7 +36,7 @@ STUDENTS: dict[str, StudentSpec] = {
     "small_cnn": StudentSpec("makd", "small_cnn", "a 4-layer CNN for quick CPU runs"),
 }
 
-SMALL_IMAGE = 64  # at or below this side length, ResNets get a 3x3 stride-1 stem and no max-pool
+SMALL_IMAGE = 64  # at or below this side length, ResNets get a 3x3 stride-1 stem
 
 
 class SmallCNN(nn.Module):
@@ -89,14 +89,15 @@ def _torchvision_backbone(name: str) -> tuple[nn.Module, int]:
 
 
 def _adapt_small_images(model: nn.Module, image_size: int) -> None:
-    """CIFAR-style stem: a 7x7/2 conv plus max-pool would shrink a 32 px image to 8 px at once."""
+    """Small images: the ImageNet stem (7x7 conv, stride 2, then max-pool) would shrink a 28 px image
+    to 7 px before the first block. A 3x3 stride-1 conv keeps twice the resolution; the max-pool
+    stays, because dropping it as well (the CIFAR recipe) costs 4x the compute, measured at 7x
+    slower training on a 2-core CPU (bench/RESULTS.md)."""
     if image_size > SMALL_IMAGE:
         return
     conv1 = getattr(model, "conv1", None)
     if isinstance(conv1, nn.Conv2d) and conv1.kernel_size == (7, 7):
         model.conv1 = nn.Conv2d(conv1.in_channels, conv1.out_channels, 3, 1, 1, bias=False)
-        if hasattr(model, "maxpool"):
-            model.maxpool = nn.Identity()
 
 
 def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:

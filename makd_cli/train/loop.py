@@ -111,6 +111,7 @@ def train(cfg: TrainConfig) -> dict:
     offsets = np.cumsum([0] + [t.extra_dim for t in terms]).tolist()
     extra_dim = offsets[-1]
 
+    seed_everything(cfg.seed)  # the initial weights depend on the seed alone
     model = build_student(cfg.student, len(ds.classes), extra_dim, size, cfg.pretrained).to(device)
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
