@@ -113,6 +113,13 @@ def extract(
     prompt_layout: str = typer.Option("paper", help="paper: class name inside the question; class-last: question first, class last (faster, see docs)."),
     labels: str = typer.Option("digits", help="Option labels: digits (1..M, the reference code's default) or letters (A..)."),
     temperature: float = typer.Option(1.0, help="Softmax temperature over the option logits."),
+    kind: str = typer.Option("yesno", "--kind", help="--mllm: yesno (per-image aspect targets) or zero_shot (class scores: the papers' MLLM row, a KD teacher)."),
+    split: str = typer.Option("train", help="--mllm: which split's images to answer for (train for training targets; test for eval)."),
+    object_word: str = typer.Option("object", help="--mllm: word that replaces <object> (the teacher must judge the image, not a class name)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="--mllm: run the model repo's own code (InternVL2's original checkpoints need it)."),
+    batch_questions: int = typer.Option(64, help="--mllm: questions answered per forward pass from one cached image prefix."),
+    workers: int = typer.Option(2, help="--mllm: DataLoader workers decoding images while the model runs."),
+    device: Optional[str] = typer.Option(None, help="--mllm: cuda, cuda:1 or cpu (default: the GPU when there is one)."),
     restart: bool = typer.Option(False, help="Discard an unfinished run's saved progress instead of resuming it."),
     seed: int = typer.Option(0, help="Seed for control teachers."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)."),
@@ -123,10 +130,18 @@ def extract(
 
     summary = run_extract(output=output, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip,
                           teacher=teacher, backend=backend, prompt_layout=prompt_layout, labels=labels,
-                          temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json)
+                          temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json,
+                          kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
+                          batch_questions=batch_questions, workers=workers, device=device)
 
     def render():
         s = summary
+        if "images" in s:
+            out.print(f"{s['kind']} targets for {s['images']} images x {s['questions'] or s['classes']} -> {output} "
+                      f"({s['seconds']} s, {s['images_per_s']} images/s; {s['failed_images']} unreadable images skipped)")
+            if "zero_shot_accuracy" in s:
+                out.print(f"  zero-shot accuracy {s['zero_shot_accuracy']:.2f}%")
+            return
         speed = f", {s['prompts_per_s']} prompts/s" if s.get("prompts_per_s") else ""
         out.print(f"{s['kind']} targets for {s['classes']} classes x {s['questions']} questions -> {output} ({s['seconds']} s{speed})")
         if s.get("units_resumed"):
@@ -220,23 +235,38 @@ def eval_(
 # ---------------------------------------------------------------------------------------------
 @app.command()
 def inspect(
-    source: Path = typer.Argument(..., help="A targets.h5 (heatmaps, question quality) or a checkpoint / run folder (training curves)."),
-    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Picture to write: .png, .svg or .pdf."),
-    view: str = typer.Option("auto", help="heatmap | question | class | quality | curves (auto: heatmap for targets, curves for runs)."),
-    question: Optional[str] = typer.Option(None, "--question", help="Question id for --view question."),
-    class_name: Optional[str] = typer.Option(None, "--class", help="Class name for --view class."),
-    top: Optional[int] = typer.Option(None, help="Show at most this many classes and questions."),
+    source: Path = typer.Argument(..., help="A targets.h5 (heatmap, question, class, quality) or a checkpoint / run folder "
+                                            "(curves, tsne, image, gradcam)."),
+    output: Optional[Path] = typer.Option(None, "-o", "--output", help="Picture to write: .png, .svg or .pdf (by extension)."),
+    view: str = typer.Option("auto", help="heatmap: classes x questions | question: one question's options per class (--question) | "
+                                         "class: one class's most and least likely aspects (--class) | quality: target quality report | "
+                                         "curves: losses and val top-1 per epoch | tsne: student vs teacher aspect outputs | "
+                                         "image: student vs teacher per aspect for one image (--image) | gradcam: where the student looks (--image). "
+                                         "auto: heatmap for targets, curves for runs."),
+    question: Optional[str] = typer.Option(None, "--question", help="Question id (or 1-based position) for --view question; the colouring aspect of --view tsne."),
+    class_name: Optional[str] = typer.Option(None, "--class", help="Class name for --view class; the class to explain in --view gradcam (default: the predicted one)."),
+    top: Optional[int] = typer.Option(None, help="heatmap: the N most varying questions and most distinctive classes; question: the N surest classes; "
+                                                "class: N most and N least likely aspects (default 10); image: N aspects (default 20)."),
     quality: bool = typer.Option(False, "--quality", help="Target quality report (same as --view quality)."),
-    questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file, to show question texts and options."),
+    questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file, to show question texts and options instead of ids."),
     drop_low_entropy: Optional[Path] = typer.Option(None, "--drop-low-entropy", help="With --quality and --questions: write the questions without the low-entropy ones here."),
+    image: Optional[List[str]] = typer.Option(None, "--image", help="image / gradcam: an image file or an index into the test split (repeat for gradcam; "
+                                                                     "default: the first test image of each class)."),
+    data: Optional[str] = typer.Option(None, "--data", help="Checkpoint views: the dataset (default: the one the checkpoint was trained on)."),
+    targets: Optional[Path] = typer.Option(None, "--targets", help="tsne / image: the teacher's targets (default: the checkpoint's training targets)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="tsne: embed at most this many test images (default 1000; t-SNE time grows fast); "
+                                                              "gradcam without --image: this many test images (default 8)."),
+    device: str = typer.Option("auto", help="Checkpoint views: auto, cpu, cuda ..."),
     terminal: bool = typer.Option(True, help="Also draw a compact view in the terminal."),
     as_json: bool = typer.Option(False, "--json", help="Print the view's numbers as JSON."),
 ):
-    """Pictures of targets and runs: heatmaps, one question or class in depth, target quality, curves."""
+    """Pictures of targets and runs: heatmaps, one question or class in depth, target quality, training curves,
+    t-SNE of aspect outputs, one image's aspects, and Grad-CAM. See docs/inspect.md for a picture of each view."""
     from makd_cli.inspect.run import run_inspect
 
     run_inspect(source, output, "quality" if quality or drop_low_entropy else view, question, class_name, top, questions,
-                terminal, as_json, out, {"drop_low_entropy": drop_low_entropy})
+                terminal, as_json, out, {"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
+                                         "targets": targets, "limit": limit, "device": device})
 
 
 # ---------------------------------------------------------------------------------------------

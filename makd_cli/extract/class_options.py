@@ -8,10 +8,20 @@ Two prompt layouts:
 - ``paper``: the class name sits inside the question, as in the papers; units are classes.
 - ``class-last``: the question and options come first and the class last, so each question's long
   prefix is evaluated once and every class only adds a few tokens; units are questions.
+
+Speed without approximation: a unit's prompts are scored in sorted token order, so consecutive
+prompts share their longest possible prefix and the backend's KV cache (cropped to the common prefix)
+evaluates each distinct prefix once: the unit costs the number of nodes of its prompts' prefix tree.
+Every prompt still sees exactly its own tokens at its own positions, in the same KV cells as a fresh
+evaluation, so the logits equal the naive loop's (``naive=True``: a full evaluation per prompt).
+Each unit starts from an empty cache, so results never depend on where an interrupted run resumed.
+Backends without token access (``openai``) score a unit's chat messages themselves
+(``option_logprobs``).
 """
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -27,18 +37,26 @@ LAYOUTS = ("paper", "class-last")
 YES_NO = (["Yes", "yes", "YES"], ["No", "no", "NO"])
 
 
+_ARTICLE = re.compile(r"\b(the|a|an|this|that|each|every)\s+" + re.escape(PLACEHOLDER), re.I)
+
+
+def generic_question(q: Question) -> str:
+    """The question about "the object" (class-last): "the <object>" becomes "the object", not "the the object"."""
+    return _ARTICLE.sub(lambda m: f"{m.group(1)} object", q.text).replace(PLACEHOLDER, "the object")
+
+
 def mcq_user_text(q: Question, class_name: str, labels: list[str], layout: str) -> str:
     options = "\n".join(f"{lab}. {opt}" for lab, opt in zip(labels, q.options))
     instr = f"Answer with the {'number' if labels[0].isdigit() else 'letter'} of the correct option only."
     if layout == "paper":
         return f"{q.instantiate(class_name)}\n{options}\n{instr}"
-    return f"{q.instantiate('the object')}\n{options}\nThe object is: {class_name}.\n{instr}"
+    return f"{generic_question(q)}\n{options}\nThe object is: {class_name}.\n{instr}"
 
 
 def yesno_user_text(q: Question, class_name: str, layout: str) -> str:
     if layout == "paper":
         return f"{q.instantiate(class_name)}\nAnswer yes or no."
-    return f"{q.instantiate('the object')}\nThe object is: {class_name}.\nAnswer yes or no."
+    return f"{generic_question(q)}\nThe object is: {class_name}.\nAnswer yes or no."
 
 
 def yes_no_token_ids(llm) -> list[list[int]]:
@@ -89,13 +107,39 @@ def plan_for(llm, questions: list[Question], label_set: str) -> ExtractPlan:
             raise MakdError(f"--labels {label_set} has only {len(labels)} labels for {m} options")
         return ExtractPlan("class_mcq", labels, llm.label_token_ids(labels))
     if kind == "yesno":
+        missing = [q.id for q in questions if PLACEHOLDER not in q.text]
+        if missing:
+            raise MakdError(f"{len(missing)} yes/no questions (first: {missing[0]}) lack the {PLACEHOLDER} placeholder, so a "
+                            "language-only teacher cannot ask them per class; answer them per image with --mllm")
         return ExtractPlan("class_yesno", ["yes", "no"], yes_no_token_ids(llm))
     raise MakdError("per-class extraction answers mcq or yesno questions; descriptions are scored by CLIP (--clip)")
 
 
-def build_prompt(llm, plan: ExtractPlan, q: Question, class_name: str, layout: str) -> list[int]:
+def build_messages(plan: ExtractPlan, q: Question, class_name: str, layout: str) -> list[dict]:
     text = mcq_user_text(q, class_name, plan.labels, layout) if plan.kind == "class_mcq" else yesno_user_text(q, class_name, layout)
-    return llm.tokenize(llm.chat_prompt([{"role": "user", "content": text}]))
+    return [{"role": "user", "content": text}]
+
+
+def build_prompt(llm, plan: ExtractPlan, q: Question, class_name: str, layout: str) -> list[int]:
+    return llm.tokenize(llm.chat_prompt(build_messages(plan, q, class_name, layout)))
+
+
+def score_unit(llm, plan: ExtractPlan, messages: list[list[dict]], naive: bool = False) -> tuple[np.ndarray, int]:
+    """Label scores (n x M: log-sum-exp of each label's token logits) of a unit's prompts, and the
+    prompts' total token count. The cached path runs the prompts in sorted token order (see the
+    module docstring); the naive path evaluates each prompt from scratch, in the given order."""
+    if hasattr(llm, "option_logprobs"):  # the endpoint formats, tokenizes and scores
+        return np.asarray(llm.option_logprobs(messages, plan.token_groups), dtype=np.float64), 0
+    prompts = [llm.tokenize(llm.chat_prompt(m)) for m in messages]
+    vals = np.empty((len(prompts), len(plan.token_groups)))
+    if naive:
+        for i, p in enumerate(prompts):
+            vals[i] = _logsumexp_rows(llm.naive_next_token_logits(p), plan.token_groups)
+    else:
+        llm.reset_cache()  # each unit starts cold, so results never depend on where a run resumed
+        for i in sorted(range(len(prompts)), key=lambda k: prompts[k]):
+            vals[i] = _logsumexp_rows(llm.next_token_logits(prompts[i]), plan.token_groups)
+    return vals, sum(len(p) for p in prompts)
 
 
 def extract_class_answers(
@@ -112,22 +156,19 @@ def extract_class_answers(
         "model": str(llm.name), "backend": llm.backend, "kind": plan.kind, "layout": layout, "labels": plan.labels,
         "classes": classes, "questions_sha256": questions_sha256, "question_ids": [q.id for q in questions], "naive": naive,
     }, restart=restart)
-    score = llm.naive_next_token_logits if naive else llm.next_token_logits
     raw = np.zeros((C, Q, M))
     by_class = layout == "paper"
     units = [(f"class{c:05d}", [(c, q) for q in range(Q)]) for c in range(C)] if by_class else \
             [(f"question{q:05d}", [(c, q) for c in range(C)]) for q in range(Q)]
-    t0, n_prompts, tokens0, resumed = time.time(), 0, llm.evaluated_tokens, 0
+    t0, n_prompts, tokens0, resumed, prompt_tokens = time.time(), 0, llm.evaluated_tokens, 0, 0
     for key, cells in units:
         if store.done(key):
             raw[tuple(zip(*cells))] = store.load(key)["logits"]
             resumed += 1
         else:
-            llm.reset_cache()  # each unit starts cold, so results never depend on where a run resumed
-            vals = np.empty((len(cells), M))
-            for i, (c, q) in enumerate(cells):
-                vals[i] = _logsumexp_rows(score(build_prompt(llm, plan, questions[q], classes[c], layout)), plan.token_groups)
+            vals, n_tok = score_unit(llm, plan, [build_messages(plan, questions[q], classes[c], layout) for c, q in cells], naive)
             n_prompts += len(cells)
+            prompt_tokens += n_tok
             store.save(key, logits=vals)
             raw[tuple(zip(*cells))] = vals
         if on_unit:
@@ -148,5 +189,6 @@ def extract_class_answers(
     summary = {"classes": C, "questions": Q, "options": M, "kind": plan.kind, "layout": layout, "prompts": C * Q,
                "prompts_computed": n_prompts, "units_resumed": resumed, "seconds": round(seconds, 3),
                "prompts_per_s": round(n_prompts / seconds, 2) if seconds > 0 and n_prompts else None,
-               "evaluated_tokens": evaluated, "tokens_per_s": round(evaluated / seconds, 1) if seconds > 0 and evaluated else None}
+               "evaluated_tokens": evaluated, "prompt_tokens": prompt_tokens,
+               "tokens_per_s": round(evaluated / seconds, 1) if seconds > 0 and evaluated else None}
     return targets, summary

@@ -22,7 +22,9 @@ def _class_list(classes: Path | None, data: str | None) -> list[str]:
 
 def run_extract(*, output: Path, questions: Path | None, classes: Path | None, data: str | None, llm: str | None,
                 mllm: str | None, clip: str | None, teacher: str | None, backend: str, prompt_layout: str, labels: str,
-                temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True) -> dict:
+                temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True,
+                kind: str = "yesno", split: str = "train", object_word: str = "object", trust_remote_code: bool = False,
+                batch_questions: int = 64, workers: int = 2, device: str | None = None) -> dict:
     chosen = [name for name, v in (("--llm", llm), ("--mllm", mllm), ("--clip", clip), ("--teacher", teacher)) if v]
     if len(chosen) != 1:
         raise MakdError("choose exactly one teacher: --llm MODEL, --mllm MODEL, --clip MODEL or --teacher random|word-embedding"
@@ -33,8 +35,12 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
         from makd_cli.teachers.controls import run_control_teacher
 
         return run_control_teacher(teacher, output=output, questions=questions, classes=_class_list(classes, data), seed=seed)
-    if mllm is not None or clip is not None:
-        raise MakdError(f"{chosen[0]} (image teachers) is not available in this build of makd; use --llm")
+    if mllm is not None:
+        return _run_mllm(mllm, output=output, questions=questions, data=data, kind=kind, split=split, object_word=object_word,
+                         trust_remote_code=trust_remote_code, batch_questions=batch_questions, workers=workers,
+                         device=device, restart=restart, progress=progress)
+    if clip is not None:
+        raise MakdError("--clip (LEAD's CLIP teacher) is not available in this build of makd yet; use --llm or --mllm")
     if questions is None:
         raise MakdError("--llm needs --questions (a file from `makd gen-questions`)")
     qs = read_questions(questions)
@@ -52,3 +58,45 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
             label_set=labels, temperature=temperature, restart=restart, on_unit=lambda key: advance(info=key),
         )
     return {**summary, "output": str(output), "teacher": model.name}
+
+
+def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | None, kind: str, split: str, object_word: str,
+              trust_remote_code: bool, batch_questions: int, workers: int, device: str | None, restart: bool, progress: bool) -> dict:
+    """MaKD's multimodal teacher: p(yes) per image and question, or zero-shot class scores."""
+    import time
+
+    from makd_cli.data import load_dataset
+    from makd_cli.extract.image_yesno import extract_image_yesno, zero_shot_scores
+    from makd_cli.teachers.hf_mllm import load_mllm
+
+    if data is None:
+        raise MakdError("--mllm needs --data: the images it looks at")
+    if kind not in ("yesno", "zero_shot"):
+        raise MakdError("--kind for --mllm is yesno (aspect targets) or zero_shot (class scores)")
+    if split not in ("train", "test"):
+        raise MakdError("--split must be train or test")
+    if batch_questions < 1:
+        raise MakdError("--batch-questions must be at least 1")
+    ds = load_dataset(data)
+    part = ds.train if split == "train" else ds.test
+    qs = None
+    if kind == "yesno":
+        if questions is None:
+            raise MakdError("--mllm --kind yesno needs --questions (yes/no aspect questions from `makd gen-questions --kind yesno`)")
+        qs = read_questions(questions, kind="yesno")
+    teacher = load_mllm(name, device=device, trust_remote_code=trust_remote_code)
+    t0 = time.time()
+    if kind == "yesno":
+        t = extract_image_yesno(teacher, part, qs, output, classes=list(ds.classes), object_word=object_word,
+                                batch_questions=batch_questions, num_workers=workers, resume=not restart,
+                                progress=progress, questions_sha256=sha256_file(questions))
+    else:
+        t = zero_shot_scores(teacher, part, list(ds.classes), output, num_workers=workers, resume=not restart, progress=progress)
+    seconds = time.time() - t0
+    n = len(t.images or [])
+    summary = {"kind": t.kind, "classes": len(ds.classes), "questions": len(t.question_ids), "images": n,
+               "failed_images": len(t.meta.get("failed_images", [])), "seconds": round(seconds, 2),
+               "images_per_s": round(n / seconds, 3) if seconds > 0 else None, "teacher": t.teacher, "output": str(output)}
+    if "zero_shot_accuracy" in t.meta:
+        summary["zero_shot_accuracy"] = 100.0 * t.meta["zero_shot_accuracy"]
+    return summary

@@ -91,7 +91,9 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
         )
         if q.kind == "mcq" and len(q.options) < 2:
             raise MakdError(f"{where}: a multiple-choice question needs at least 2 options")
-        if q.kind in ("mcq", "yesno") and PLACEHOLDER not in q.text:
+        # Yes/no aspect questions may be about the image as a whole ("Is there water nearby?"); the
+        # per-class extractor checks for the placeholder itself.
+        if q.kind == "mcq" and PLACEHOLDER not in q.text:
             raise MakdError(
                 f"{where}: question {q.id} has no {PLACEHOLDER} placeholder; per-class questions must "
                 f"name the class as {PLACEHOLDER}"

@@ -9,7 +9,7 @@ from pathlib import Path
 from makd_cli.errors import MakdError
 from makd_cli.inspect.views import VIEWS, ViewRequest
 
-_MODULES = ("heatmap", "quality", "question", "class_view", "curves")
+_MODULES = ("heatmap", "quality", "question", "class_view", "curves", "tsne", "image_view", "gradcam")
 for _m in _MODULES:
     importlib.import_module(f"makd_cli.inspect.{_m}")
 
@@ -26,9 +26,14 @@ def run_inspect(source, output, view, question, class_name, top, questions, term
         raise MakdError(f"{source} does not exist; give a targets.h5, a checkpoint or a run folder")
     if top is not None and top < 1:
         raise MakdError("--top must be at least 1")
+    options = dict(options or {})
+    if options.get("limit") is not None and options["limit"] < 1:
+        raise MakdError("--limit must be at least 1")
+    if output and Path(output).suffix.lower() not in (".png", ".svg", ".pdf"):
+        raise MakdError(f"{output}: pictures are written as .png, .svg or .pdf")
     name = _auto_view(source) if view == "auto" else view
     req = ViewRequest(source, Path(output) if output else None, console, question, class_name, top,
-                      Path(questions) if questions else None, terminal, as_json, options or {})
+                      Path(questions) if questions else None, terminal, as_json, options)
     result = VIEWS.get(name)(req)
     if as_json:
         print(json.dumps(result, indent=1, default=str))
