@@ -103,7 +103,7 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
     grouped = df.groupby(GROUP_KEYS, sort=False, dropna=False)
     table = grouped[metrics].mean()
     std = grouped[metrics].std(ddof=0).fillna(0.0)
-    table = table.join(std, rsuffix="_std")
+    table = table.join(std.add_suffix("_std"))
     table["runs"] = grouped.size()
     return table.reset_index()
 
