@@ -29,6 +29,7 @@ from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
+from makd_cli.train.distributed import all_reduce_sums, barrier, init_distributed, per_rank_batch, shutdown
 from makd_cli.train.progress import TrainProgress
 
 
@@ -87,6 +88,16 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
 
 def train(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        return _train(cfg, device, info)
+    finally:
+        shutdown(info)
+
+
+def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
     if last_path.exists() and not cfg.resume:
@@ -119,7 +130,11 @@ def train(cfg: TrainConfig) -> dict:
     teacher = _teacher(cfg, device)
     if any(t.needs_teacher for t in terms) and teacher is None and not any(t.target_kinds for t in terms if t.needs_teacher):
         raise MakdError(f"--method {cfg.method} distils a teacher: pass --teacher-ckpt (a checkpoint from `makd train`)")
-    step_model = torch.compile(model) if cfg.compile else model
+    step_model = model
+    if info.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    step_model = torch.compile(step_model) if cfg.compile else step_model
+    batch_size = per_rank_batch(cfg.batch_size, info)
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.resolved_milestones(), gamma=0.1)
@@ -147,14 +162,20 @@ def train(cfg: TrainConfig) -> dict:
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
-    out.mkdir(parents=True, exist_ok=True)
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+    train_data = TorchSplit(train_split, tr_tf)
 
-    with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet) as bar:
+    with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
         for epoch in range(start_epoch, cfg.epochs):
             seed_everything(cfg.seed * 100_003 + epoch)
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+            sampler = None
+            if info.enabled:
+                sampler = torch.utils.data.distributed.DistributedSampler(train_data, info.world, info.rank, shuffle=True, seed=cfg.seed)
+                sampler.set_epoch(epoch)
             loader = torch.utils.data.DataLoader(
-                TorchSplit(train_split, tr_tf), batch_size=cfg.batch_size, shuffle=True, generator=gen,
+                train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
                 num_workers=workers, drop_last=len(train_split) > cfg.batch_size, pin_memory=device.type == "cuda",
                 persistent_workers=False,
             )
@@ -188,6 +209,8 @@ def train(cfg: TrainConfig) -> dict:
                     sums[t.name] += p.item() * b
                 bar.step(loss.item())
             scheduler.step()
+            sums = all_reduce_sums({**sums, "_n": float(n_seen)}, info)
+            n_seen = int(sums.pop("_n"))
             record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
                       "images_per_s": round(n_seen / max(time.time() - t0, 1e-9), 1),
                       **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
@@ -200,9 +223,11 @@ def train(cfg: TrainConfig) -> dict:
             best_val = max(best_val, score)
             state = {**base, "model": model.state_dict(), "epoch": epoch, "history": history, "best_val_top1": best_val,
                      "metrics": record, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-            if is_best:
-                save_checkpoint(best_path, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")})
-            save_checkpoint(last_path, state)
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            if info.main:
+                if is_best:
+                    save_checkpoint(best_path, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")})
+                save_checkpoint(last_path, state)
+                atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+            barrier(info)
             bar.end_epoch(record)
     return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": best_val, "history": history, "split": base["split"]}
