@@ -110,9 +110,12 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
 
 def format_markdown(table: pd.DataFrame) -> str:
     cols = [c for c in GROUP_KEYS if table[c].nunique() > 1 or c == "method"]
-    lines = ["| " + " | ".join(cols + ["runs", "top-1", "top-5", "per-class"]) + " |", "|" + "---|" * (len(cols) + 4)]
+    metrics = [("top1", "top-1"), ("top5", "top-5"), ("mean_per_class", "per-class")]
+    if "worst_group" in table:
+        metrics.append(("worst_group", "worst group"))
+    lines = ["| " + " | ".join(cols + ["runs"] + [m[1] for m in metrics]) + " |", "|" + "---|" * (len(cols) + 1 + len(metrics))]
     for _, r in table.iterrows():
         def cell(name: str) -> str:
             return f"{r[name]:.2f}" + (f" ± {r[name + '_std']:.2f}" if r["runs"] > 1 else "")
-        lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"])), cell("top1"), cell("top5"), cell("mean_per_class")]) + " |")
+        lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"]))] + [cell(m[0]) for m in metrics]) + " |")
     return "\n".join(lines)

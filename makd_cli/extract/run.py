@@ -84,7 +84,7 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
         if questions is None:
             raise MakdError("--mllm --kind yesno needs --questions (yes/no aspect questions from `makd gen-questions --kind yesno`)")
         qs = read_questions(questions, kind="yesno")
-    teacher = load_mllm(name, device=device, trust_remote_code=trust_remote_code)
+    teacher = load_mllm(name, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code)
     t0 = time.time()
     if kind == "yesno":
         t = extract_image_yesno(teacher, part, qs, output, classes=list(ds.classes), object_word=object_word,
