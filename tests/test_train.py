@@ -105,3 +105,25 @@ def test_eval_metrics_and_seed_aggregation(tiny_data, tmp_path):
     assert len(table) == 1 and table["runs"].iloc[0] == 2
     assert table["top1"].iloc[0] == pytest.approx(np.mean([x["top1"] for x in results]))
     assert table["top1_std"].iloc[0] == pytest.approx(np.std([x["top1"] for x in results]))
+
+
+def test_kd_from_teacher_checkpoint_and_from_mllm_class_scores(tiny_data, tmp_path):
+    from makd_cli.data import load_dataset
+
+    train(cfg(tiny_data, tmp_path / "teacher", epochs=2))
+    r = train(cfg(tiny_data, tmp_path / "kd", method="kd", teacher_ckpt=str(tmp_path / "teacher" / "best.pt"), epochs=2))
+    assert "train_kd" in r["history"][0]
+    ds = load_dataset(str(tiny_data))
+    z = np.random.default_rng(0).standard_normal((len(ds.train), 3))
+    p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    write_targets(tmp_path / "zs.h5", Targets("image_clip", CLASSES, [], p, z, images=ds.train.ids, labels=ds.train.labels))
+    r = train(cfg(tiny_data, tmp_path / "kd_mllm", method="dkd", targets=str(tmp_path / "zs.h5"), epochs=2))
+    assert r["history"][-1]["train_dkd"] > 0
+    with pytest.raises(MakdError, match="--teacher-ckpt"):
+        train(cfg(tiny_data, tmp_path / "kd_none", method="kd", epochs=1))
+
+
+def test_gaussian_control_is_per_image(tiny_data, tmp_path):
+    write_targets(tmp_path / "cls.h5", Targets("class_yesno", CLASSES, ["q1", "q2"], [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]))
+    train(cfg(tiny_data, tmp_path / "g", method="makd", targets=str(tmp_path / "cls.h5"), control="gaussian", epochs=1))
+    assert load_checkpoint(tmp_path / "g" / "best.pt")["head"]["targets_kind"] == "image_yesno"

@@ -11,6 +11,7 @@ import os
 import random
 import time
 from contextlib import nullcontext
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from makd_cli.fileio import atomic_write_text, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint, save_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
+from makd_cli.methods.base import TargetTable
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
 from makd_cli.train.distributed import all_reduce_sums, barrier, init_distributed, per_rank_batch, shutdown
@@ -53,7 +55,7 @@ def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" and cpus <= 4 else min(8, cpus - 1)
 
 
-def _load_targets(cfg: TrainConfig, classes: list[str]):
+def _load_targets(cfg: TrainConfig, classes: list[str], train_split=None):
     if cfg.targets is None:
         if cfg.control:
             raise MakdError("--control needs --targets: a control has the shape of the real targets")
@@ -63,7 +65,9 @@ def _load_targets(cfg: TrainConfig, classes: list[str]):
     if cfg.control:
         from makd_cli.controls import apply_control
 
-        targets = apply_control(cfg.control, targets, cfg.seed)
+        # MaKD's Gaussian control is per image: it needs the training images and their labels.
+        extra = {"labels": train_split.labels, "images": train_split.ids} if cfg.control == "gaussian" else {}
+        targets = apply_control(cfg.control, targets, cfg.seed, **extra)
     return targets
 
 
@@ -106,7 +110,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
-    targets = _load_targets(cfg, ds.classes)
+    targets = _load_targets(cfg, ds.classes, ds.train)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
     )
@@ -117,7 +121,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         options={"aspect_loss": cfg.aspect_loss, "temperature": cfg.kd_temperature, "logit_standardize": cfg.logit_standardize, **cfg.extra},
     )
     terms = build_terms(cfg.method, ctx)
-    if targets is not None and not any(t.target_kinds for t in terms):
+    if targets is not None and not any(t.target_kinds for t in terms) and not (targets.kind == "image_clip" and any(t.needs_teacher for t in terms)):
         raise MakdError(f"--method {cfg.method} does not use --targets; drop --targets or pick a method that uses them (lavid, makd)")
     offsets = np.cumsum([0] + [t.extra_dim for t in terms]).tolist()
     extra_dim = offsets[-1]
@@ -128,8 +132,14 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         model = model.to(memory_format=torch.channels_last)
     terms = [t.to(device) for t in terms]
     teacher = _teacher(cfg, device)
-    if any(t.needs_teacher for t in terms) and teacher is None and not any(t.target_kinds for t in terms if t.needs_teacher):
-        raise MakdError(f"--method {cfg.method} distils a teacher: pass --teacher-ckpt (a checkpoint from `makd train`)")
+    logit_table = None
+    if any(t.needs_teacher for t in terms) and teacher is None:
+        if targets is not None and targets.kind == "image_clip" and targets.logits is not None:
+            # The MLLM's zero-shot class scores as the KD teacher (makd.txt Table 4).
+            logit_table = TargetTable(SimpleNamespace(per_image=True, probs=targets.logits, images=targets.images), ctx).to(device)
+        else:
+            raise MakdError(f"--method {cfg.method} distils a teacher: pass --teacher-ckpt (a checkpoint from `makd train`) "
+                            "or --targets with per-image class scores (`makd extract --mllm ... --kind zero_shot`)")
     step_model = model
     if info.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
@@ -189,10 +199,13 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
                 with autocast():
                     logits, extra = step_model(images)
                     teacher_logits = None
+                    batch = Batch(images, labels, indices, epoch)
                     if teacher is not None:
                         with torch.no_grad():
                             teacher_logits = teacher(images)[0].float()
-                    batch = Batch(images, labels, indices, epoch, teacher_logits)
+                    elif logit_table is not None:
+                        teacher_logits = logit_table.lookup(batch)
+                    batch.teacher_logits = teacher_logits
                     ce = F.cross_entropy(logits.float(), labels)
                     parts = [t.loss(logits.float(), extra[:, offsets[i]:offsets[i + 1]].float(), batch) for i, t in enumerate(terms)]
                     loss = ce + sum(parts)
