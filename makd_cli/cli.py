@@ -183,6 +183,10 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    moco_queue: int = typer.Option(65536, "--moco-queue", help="--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536)."),
+    moco_momentum: float = typer.Option(0.999, "--moco-momentum", help="--method lead-ssl: momentum of the key encoder."),
+    moco_temperature: float = typer.Option(0.2, "--moco-temperature", help="--method lead-ssl: InfoNCE temperature."),
+    moco_dim: int = typer.Option(128, "--moco-dim", help="--method lead-ssl: output width of the projection MLP."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs."""
     from makd_cli.train import TrainConfig
@@ -197,6 +201,7 @@ def train(
         train_fraction=train_fraction, val_fraction=val_fraction, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
         resume=resume, quiet=quiet or as_json,
+        moco_queue=moco_queue, moco_momentum=moco_momentum, moco_temperature=moco_temperature, moco_dim=moco_dim,
     )
     results = train_runs(cfg, runs)
 
@@ -225,11 +230,13 @@ def eval_(
     per_class: bool = typer.Option(False, "--per-class", help="Also print per-class accuracy."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print every metric as JSON."),
+    probe: bool = typer.Option(False, "--probe", help="Self-supervised protocol (LEAD): linear probe top-1/top-5 and retrieval "
+                                                      "Rank-1/Rank-5/mAP on frozen features, train split -> test split."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import run_eval
 
-    run_eval(checkpoints, data, targets, split, fmt.value, per_class, device, as_json, out)
+    run_eval(checkpoints, data, targets, split, fmt.value, per_class, device, as_json, out, probe=probe)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,8 +257,9 @@ def inspect(
     quality: bool = typer.Option(False, "--quality", help="Target quality report (same as --view quality)."),
     questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file, to show question texts and options instead of ids."),
     drop_low_entropy: Optional[Path] = typer.Option(None, "--drop-low-entropy", help="With --quality and --questions: write the questions without the low-entropy ones here."),
-    image: Optional[List[str]] = typer.Option(None, "--image", help="image / gradcam: an image file or an index into the test split (repeat for gradcam; "
-                                                                     "default: the first test image of each class)."),
+    image: Optional[List[str]] = typer.Option(None, "--image", metavar="FILE|INDEX",
+                                              help="image / gradcam: an image file or an index into the test split; repeat it for gradcam "
+                                                   "(default: the first test image of each class)."),
     data: Optional[str] = typer.Option(None, "--data", help="Checkpoint views: the dataset (default: the one the checkpoint was trained on)."),
     targets: Optional[Path] = typer.Option(None, "--targets", help="tsne / image: the teacher's targets (default: the checkpoint's training targets)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="tsne: embed at most this many test images (default 1000; t-SNE time grows fast); "

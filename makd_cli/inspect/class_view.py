@@ -106,7 +106,7 @@ def class_view(req: ViewRequest) -> dict:
             ax.set_title(title, fontsize=9, loc="left")
             ax.grid(axis="x", alpha=0.3)
         axes[-1, 0].set_xlabel(meaning)
-        axes[0, 0].legend(loc="lower right", fontsize=7, framealpha=0.8)
+        axes[0, 0].legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=7, frameon=False)
         near_text = ", ".join(f"{n_} ({d:.2f})" for n_, d in near)
         fig.suptitle(f"{name}: {t.kind} targets from {t.teacher or 'unknown teacher'}\nclosest classes by targets: {shorten(near_text, 110)}",
                      fontsize=9)

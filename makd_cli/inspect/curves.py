@@ -88,6 +88,8 @@ def curves_view(req: ViewRequest) -> dict:
 
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
         colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+        drops: set[float] = set()
+        any_val = False
         for n, (label, recs) in enumerate(runs):
             col = colours[n % len(colours)]
             ep, ce = series(recs, "train_ce")
@@ -101,11 +103,13 @@ def curves_view(req: ViewRequest) -> dict:
             ep, acc = series(recs, "val_top1")
             if not np.all(np.isnan(acc)):
                 axes[2].plot(ep, acc, "-o", ms=3, color=col, label=label)
-            # learning-rate drops, as dotted lines on every panel
+                any_val = True
+            # a record's lr is the one the next epoch uses: a drop between records e-1 and e starts at e+1
             _, lr = series(recs, "lr")
-            for e in ep[1:][np.diff(lr) < 0] if len(lr) > 1 else []:
-                for ax in axes:
-                    ax.axvline(e + 0.5, color="grey", ls=":", lw=0.8)
+            drops.update(float(e) + 0.5 for e in (ep[1:][np.diff(lr) < 0] if len(lr) > 1 else []))
+        for e in sorted(drops):  # learning-rate drops, dotted on every panel
+            for ax in axes:
+                ax.axvline(e, color="grey", ls=":", lw=0.8)
         axes[0].set_title("class loss (train CE)")
         named = [t for t in terms if t in ASPECT_TERMS]
         axes[1].set_title("aspect loss (weighted)" if named and len(named) == len(terms) else
@@ -113,15 +117,15 @@ def curves_view(req: ViewRequest) -> dict:
         if not terms:
             axes[1].text(0.5, 0.5, "no aspect loss:\ntrained with --method ce", ha="center", va="center", transform=axes[1].transAxes)
         axes[2].set_title("validation top-1 (%)")
-        if not axes[2].lines:
+        if not any_val:
             axes[2].text(0.5, 0.5, "no validation split\n(--val-fraction 0)", ha="center", va="center", transform=axes[2].transAxes)
         for ax in axes:
             ax.set_xlabel("epoch")
             ax.grid(alpha=0.3)
-            if ax.lines and (len(runs) > 1 or ax is axes[1]):
+            if ax.get_legend_handles_labels()[0] and (len(runs) > 1 or ax is axes[1]):
                 ax.legend(fontsize=7)
             ax.xaxis.get_major_locator().set_params(integer=True)
-        fig.suptitle(f"training curves of {req.source}", fontsize=10)
+        fig.suptitle(f"training curves of {req.source}" + ("  (dotted: learning-rate drops)" if drops else ""), fontsize=10)
         fig.tight_layout()
         save_figure(fig, req.output)
     result_runs = []

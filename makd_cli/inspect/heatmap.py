@@ -45,6 +45,29 @@ def shorten(label: str, width: int = 48) -> str:
     return label if len(label) <= width else label[: width - 1] + "…"
 
 
+def compact_labels(labels, width: int) -> tuple[list[str], str]:
+    """Labels that fit ``width`` and still differ: a long prefix they all share (question templates,
+    "Does the <object> have ...") is dropped and returned separately, and what is still too long loses
+    its middle, so that the distinguishing start and end both stay."""
+    import os
+
+    labels = [" ".join(str(x).split()) for x in labels]
+    prefix = ""
+    if len(labels) > 2:
+        common = os.path.commonprefix(labels)
+        common = common[: common.rfind(" ") + 1] if " " in common else ""
+        if len(common) >= 15 and all(len(x) > len(common) for x in labels):
+            prefix = common
+    out = []
+    for x in labels:
+        x = "…" + x[len(prefix):] if prefix else x
+        if len(x) > width:
+            head = int(width * 0.6)
+            x = x[:head] + "…" + x[-(width - head - 1):]
+        out.append(x)
+    return out, prefix.strip()
+
+
 def question_labels(t: Targets, questions_path) -> list[str]:
     if questions_path is None:
         return list(t.question_ids)
@@ -118,10 +141,13 @@ def heatmap_view(req: ViewRequest) -> dict:
         C, Q = mat.shape
         fig, ax, fs = matrix_figure(C, Q)
         probs = meaning.startswith(("p(", "mean p"))
-        im = draw_matrix(ax, mat, list(rows), list(cols), fs, vmin=0 if probs else None, vmax=1 if probs else None,
+        row_labels, _ = compact_labels(rows, 40)
+        col_labels, prefix = compact_labels(cols, 60)
+        im = draw_matrix(ax, mat, row_labels, col_labels, fs, vmin=0 if probs else None, vmax=1 if probs else None,
                          annotate=C * Q <= 150)
         ax.set_xlabel(f"{t.kind} targets from {t.teacher or 'unknown teacher'}: {meaning}, "
-                      f"{C} classes x {Q} {'descriptions' if t.kind == 'image_clip' else 'questions'}", fontsize=max(fs, 7))
+                      f"{C} classes x {Q} {'descriptions' if t.kind == 'image_clip' else 'questions'}"
+                      + (f'\nevery question begins "{shorten(prefix, 80)} …"' if prefix else ""), fontsize=max(fs, 7))
         fig.colorbar(im, ax=ax, fraction=0.03, pad=0.01, label=meaning)
         save_figure(fig, req.output)
     if req.terminal and not req.as_json:

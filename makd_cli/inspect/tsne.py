@@ -27,6 +27,9 @@ def embed(x: np.ndarray, seed: int = 0) -> np.ndarray:
     x = x.reshape(n, -1).astype(np.float64)
     if np.allclose(x, x[0]):
         return np.zeros((n, 2))
+    if n < 4:  # too few points for t-SNE: their first two principal components
+        u, sv, _ = np.linalg.svd(x - x.mean(0), full_matrices=False)
+        return np.pad(u * sv, ((0, 0), (0, max(0, 2 - u.shape[1]))))[:, :2]
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
     return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed).fit_transform(x)
 
@@ -86,7 +89,17 @@ def tsne_view(req: ViewRequest) -> dict:
         teacher_x, space = np.log(pt / (1 - pt)), "logits"
     else:
         teacher_x, space = teacher_p.reshape(len(idx), -1), "probabilities"
-    emb_s, emb_t = embed(raw), embed(teacher_x)
+    emb_s = embed(raw)
+    if t.per_image:
+        emb_t = embed(teacher_x)
+    else:
+        # per-class targets give every image of a class the same row: embed one point per class and
+        # jitter its images around it, so the blob's size shows how many images sit there
+        present, inverse = np.unique(sub.labels, return_inverse=True)
+        first = np.array([np.flatnonzero(sub.labels == c)[0] for c in present])
+        centres = embed(teacher_x[first])
+        spread = float(np.ptp(centres, axis=0).max()) or 1.0
+        emb_t = centres[inverse] + np.random.default_rng(0).normal(scale=0.02 * spread, size=(len(idx), 2))
     s_col, meaning, (vmin, vmax) = colour_values(student_p, j, t.kind)
     t_col, _, _ = colour_values(teacher_p, j, t.kind)
     if vmin is None:
@@ -109,10 +122,16 @@ def tsne_view(req: ViewRequest) -> dict:
                                 (axes[1], emb_t, t_col, f"teacher ({shorten(t.teacher or t.kind, 40)})")):
         sc = ax.scatter(emb[:, 0], emb[:, 1], c=col, cmap="viridis", vmin=vmin, vmax=vmax, s=size, linewidths=0)
         ax.set_title(title, fontsize=10)
+        if len(ds.classes) <= 20:  # name each class where most of its images lie
+            for c in np.unique(sub.labels):
+                mx, my = np.median(emb[sub.labels == c], axis=0)
+                ax.annotate(shorten(ds.classes[c], 16), (mx, my), fontsize=7, ha="center", va="center",
+                            bbox={"boxstyle": "round,pad=0.15", "fc": "white", "alpha": 0.6, "lw": 0})
         ax.set_xticks([])
         ax.set_yticks([])
     fig.colorbar(sc, ax=axes, fraction=0.03, pad=0.02, label=f"{meaning} of the aspect")
-    fig.suptitle(f"t-SNE of aspect {space}, {len(idx)} {split_name} images; colour: {shorten(text, 80)} [{qid}]"
+    per = "" if t.per_image else " (per-class targets: one jittered blob per class)"
+    fig.suptitle(f"t-SNE of aspect {space}, {len(idx)} {split_name} images{per}; colour: {shorten(text, 80)} [{qid}]"
                  + (f"\nstudent-teacher correlation on this aspect {corr:.2f}; mean |difference| over all aspects {mae:.3f}"
                     if corr is not None else f"\nmean |difference| over all aspects {mae:.3f}"), fontsize=9)
     save_figure(fig, req.output)
