@@ -27,7 +27,7 @@ def expand_checkpoints(paths: list[Path]) -> list[Path]:
     return found
 
 
-def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json, console) -> list[dict]:
+def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json, console, probe: bool = False) -> list[dict]:
     if split not in ("test", "train"):
         raise MakdError("--split must be test or train")
     dev = str(resolve_device(device))
@@ -37,6 +37,13 @@ def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json,
         for p in paths:
             results.append(evaluate_checkpoint(str(p), data, str(targets) if targets else None, split, device=dev))
             advance(info=p.name)
+    if probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features (train -> test)
+        from makd_cli.evaluate.probe import probe_checkpoint
+
+        with progress_bar("probe", len(paths), not as_json) as advance:
+            for p, r in zip(paths, results):
+                r["probe"] = probe_checkpoint(str(p), data, device=dev)
+                advance(info=p.name)
     if as_json:
         print(json.dumps({"results": results, "table": comparison_table(results).to_dict(orient="records")}, indent=1, default=str))
         return results
@@ -60,9 +67,35 @@ def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json,
                 console.print(f"{Path(r['checkpoint']).parent.name}: student vs teacher targets on {split}: MAE {ag['mae']:.4f}{auc}")
             if "worst_group" in r:
                 console.print(f"{Path(r['checkpoint']).parent.name}: worst-group accuracy {r['worst_group']:.2f}%")
+    if probe:
+        _print_probe(results, fmt, console)
     if per_class:
         for r in results:
             console.print(f"[bold]{r['checkpoint']}[/]")
             for c, a in r["per_class"].items():
                 console.print(f"  {c:30s} {'-' if a is None else f'{a:6.2f}'}")
     return results
+
+
+PROBE_COLUMNS = (("linear_top1", "probe top-1"), ("linear_top5", "probe top-5"), ("rank1", "R-1"), ("rank5", "R-5"), ("map", "mAP"))
+
+
+def _print_probe(results: list[dict], fmt: str, console) -> None:
+    rows = [r["probe"] for r in results if r.get("probe")]
+    names = [Path(r["checkpoint"]).parent.name or r["checkpoint"] for r in rows]
+    if fmt == "markdown":
+        print("\n| run | method | " + " | ".join(h for _, h in PROBE_COLUMNS) + " |")
+        print("|" + "---|" * (len(PROBE_COLUMNS) + 2))
+        for n, r in zip(names, rows):
+            print(f"| {n} | {r['method']} | " + " | ".join(f"{r[k]:.2f}" for k, _ in PROBE_COLUMNS) + " |")
+    elif fmt == "csv":
+        print("\nrun,method," + ",".join(k for k, _ in PROBE_COLUMNS))
+        for n, r in zip(names, rows):
+            print(f"{n},{r['method']}," + ",".join(f"{r[k]:.4f}" for k, _ in PROBE_COLUMNS))
+    else:
+        t = Table(title="linear probe (train -> test) and retrieval (test queries, train gallery), %")
+        for col in ("run", "method", *(h for _, h in PROBE_COLUMNS)):
+            t.add_column(col, justify="left" if col in ("run", "method") else "right")
+        for n, r in zip(names, rows):
+            t.add_row(n, str(r["method"]), *(f"{r[k]:.2f}" for k, _ in PROBE_COLUMNS))
+        console.print(t)

@@ -68,10 +68,13 @@ def _identity(x):
 
 
 def run_chunks(split: Split, preprocess, compute, width: int, *, out, fingerprint: dict, chunk_images: int = 32,
-               num_workers: int = 2, resume: bool = True, progress: bool = True, label: str = "extract"):
+               num_workers: int = 2, resume: bool = True, progress: bool = True, label: str = "extract",
+               batched: bool = False):
     """Apply ``compute(preprocessed) -> (width,)`` to every image of ``split``, chunk by chunk
     (saved in ``<out>.partial/`` when ``out`` is given). Returns (rows n_ok x width, ok indices,
-    failed indices, error texts) on rank 0 and None on the other ranks."""
+    failed indices, error texts) on rank 0 and None on the other ranks. ``batched=True``: ``compute``
+    takes the list of a chunk's preprocessed images at once and returns (n x width), so a chunk is
+    one forward pass (the CLIP teacher)."""
     import torch
 
     rank, world, dist = dist_info()
@@ -105,7 +108,10 @@ def run_chunks(split: Split, preprocess, compute, width: int, *, out, fingerprin
             k = i // chunk_images
             if err is None:
                 cur["index"].append(i)
-                cur["rows"].append(np.asarray(compute(enc), np.float32).reshape(width))
+                if batched:
+                    cur.setdefault("inputs", []).append(enc)
+                else:
+                    cur["rows"].append(np.asarray(compute(enc), np.float32).reshape(width))
                 seen_ok += 1
             else:
                 cur["failed"].append(i)
@@ -115,6 +121,8 @@ def run_chunks(split: Split, preprocess, compute, width: int, *, out, fingerprin
                 raise MakdError(f"{label}: none of the first {done} images could be read or preprocessed "
                                 f"(first error: {cur['errors'][0]})")
             if len(cur["index"]) + len(cur["failed"]) == min(n, (k + 1) * chunk_images) - k * chunk_images:
+                if batched and cur.get("inputs"):
+                    cur["rows"] = list(np.asarray(compute(cur["inputs"]), np.float32).reshape(len(cur["inputs"]), width))
                 chunk = {"index": np.asarray(cur["index"], np.int64),
                          "rows": np.stack(cur["rows"]) if cur["rows"] else np.zeros((0, width), np.float32),
                          "failed": np.asarray(cur["failed"], np.int64), "errors": np.asarray(cur["errors"], dtype=str)}

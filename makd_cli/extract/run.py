@@ -40,7 +40,8 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
                          trust_remote_code=trust_remote_code, batch_questions=batch_questions, workers=workers,
                          device=device, restart=restart, progress=progress)
     if clip is not None:
-        raise MakdError("--clip (LEAD's CLIP teacher) is not available in this build of makd yet; use --llm or --mllm")
+        return _run_clip(clip, output=output, questions=questions, data=data, split=split, workers=workers, device=device,
+                         restart=restart, progress=progress)
     if questions is None:
         raise MakdError("--llm needs --questions (a file from `makd gen-questions`)")
     qs = read_questions(questions)
@@ -100,3 +101,34 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
     if "zero_shot_accuracy" in t.meta:
         summary["zero_shot_accuracy"] = 100.0 * t.meta["zero_shot_accuracy"]
     return summary
+
+
+def _run_clip(name: str, *, output: Path, questions: Path | None, data: str | None, split: str, workers: int,
+              device: str | None, restart: bool, progress: bool) -> dict:
+    """LEAD's CLIP teacher: per image, a distribution over the class descriptions (kind image_clip)."""
+    import time
+
+    from makd_cli.data import load_dataset
+    from makd_cli.extract.clip_scores import extract_clip_scores
+    from makd_cli.teachers.clip import load_clip
+
+    if data is None:
+        raise MakdError("--clip needs --data: the images it scores")
+    if questions is None:
+        raise MakdError("--clip needs --questions: one description per class from `makd gen-questions --kind description`")
+    if split not in ("train", "test"):
+        raise MakdError("--split must be train or test")
+    qs = read_questions(questions, kind="description")
+    ds = load_dataset(data)
+    part = ds.train if split == "train" else ds.test
+    teacher = load_clip(name, device=device)
+    t0 = time.time()
+    t = extract_clip_scores(teacher, part, qs, list(ds.classes), output, num_workers=workers, resume=not restart,
+                            progress=progress, questions_sha256=sha256_file(questions))
+    seconds = time.time() - t0
+    n = len(t.images or [])
+    return {"kind": t.kind, "classes": len(ds.classes), "questions": len(t.question_ids), "images": n,
+            "failed_images": len(t.meta.get("failed_images", [])), "seconds": round(seconds, 2),
+            "images_per_s": round(n / seconds, 3) if seconds > 0 else None, "teacher": t.teacher, "output": str(output),
+            "zero_shot_accuracy": 100.0 * t.meta["zero_shot_accuracy"], "mean_entropy": t.meta["mean_entropy"],
+            "truncated_descriptions": len(t.meta["truncated_descriptions"])}

@@ -8,7 +8,8 @@ Kinds and the shape of ``probs`` (C classes, Q questions, M options, N images):
 - ``class_vector`` C x D, any per-class code (word embeddings, random codes): regressed with MSE
 
 ``logits`` has the shape of ``probs`` (raw teacher scores before normalisation). Per-image kinds add
-``images`` (sample ids) and ``labels``. Root attributes: format, format_version, kind, teacher,
+``images`` (sample ids) and ``labels``; ``image_clip`` may add ``entropy`` (N, the normalised entropy
+of each row, LEAD's H). Root attributes: format, format_version, kind, teacher,
 questions_sha256, option_labels and a JSON ``meta``.
 """
 
@@ -45,9 +46,12 @@ class Targets:
     images: list[str] | None = None
     labels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    entropy: np.ndarray | None = None  # optional, per-image kinds: H(row) / log(C) in [0, 1] (LEAD)
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float32)
+        if self.entropy is not None:
+            self.entropy = np.asarray(self.entropy, dtype=np.float32)
         if self.logits is not None:
             self.logits = np.asarray(self.logits, dtype=np.float32)
         if self.labels is not None:
@@ -102,6 +106,11 @@ class Targets:
                 raise MakdError(f"{where}: {shape[0]} rows but {len(self.images)} images and {len(self.labels)} labels")
             if len(self.labels) and (self.labels.min() < 0 or self.labels.max() >= C):
                 raise MakdError(f"{where}: labels outside 0..{C - 1}")
+        if self.entropy is not None:
+            if not self.per_image or self.entropy.shape != (shape[0],):
+                raise MakdError(f"{where}: entropy must be one value per image row ({shape[0]}), found shape {self.entropy.shape}")
+            if not np.all(np.isfinite(self.entropy)) or (len(self.entropy) and (self.entropy.min() < -1e-4 or self.entropy.max() > 1 + 1e-4)):
+                raise MakdError(f"{where}: entropy must lie in [0, 1] (normalised by log C)")
         if len(set(self.question_ids)) != Q:
             raise MakdError(f"{where}: question ids repeat")
 
@@ -138,6 +147,8 @@ def write_targets(path: str | Path, t: Targets) -> None:
             if t.per_image:
                 f.create_dataset("images", data=np.array(t.images, dtype=object), dtype=_STR, track_times=False)
                 f.create_dataset("labels", data=t.labels, track_times=False)
+            if t.entropy is not None:
+                f.create_dataset("entropy", data=t.entropy, track_times=False)
 
 
 def read_targets(path: str | Path) -> Targets:
@@ -173,6 +184,7 @@ def read_targets(path: str | Path) -> Targets:
                 images=strings("images") if "images" in f else None,
                 labels=f["labels"][()] if "labels" in f else None,
                 meta=json.loads(f.attrs.get("meta", "{}")),
+                entropy=f["entropy"][()] if "entropy" in f else None,
             )
         except MakdError as exc:
             raise MakdError(f"{path}: {exc}") from None

@@ -11,7 +11,7 @@ import importlib
 from makd_cli.errors import MakdError
 from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, register_method
 
-_MODULES = ("lavid", "makd", "kd", "dkd", "mlkd")
+_MODULES = ("lavid", "makd", "kd", "dkd", "mlkd", "lead")
 for _m in _MODULES:
     importlib.import_module(f"makd_cli.methods.{_m}")
 

@@ -40,6 +40,11 @@ class TrainConfig:
     compile: bool = False
     resume: bool = False
     quiet: bool = False
+    # --method lead-ssl (MoCo v2, train/moco.py): the paper's memory size, key momentum and InfoNCE temperature.
+    moco_queue: int = 65536
+    moco_momentum: float = 0.999
+    moco_temperature: float = 0.2
+    moco_dim: int = 128  # output of the projection MLP
     extra: dict = field(default_factory=dict)
 
     def resolved_milestones(self) -> list[int]:

@@ -15,6 +15,9 @@ def train_runs(cfg: TrainConfig, runs: int = 1) -> list[dict]:
         raise MakdError("--runs must be at least 1")
     if cfg.epochs < 1:
         raise MakdError("--epochs must be at least 1")
+    run = train
+    if cfg.method == "lead-ssl":  # LEAD's self-supervised variant has its own loop (MoCo v2)
+        from makd_cli.train.moco import train_moco as run
     if runs == 1:
-        return [train(cfg)]
-    return [train(replace(cfg, seed=cfg.seed + k, out=str(Path(cfg.out) / f"seed{cfg.seed + k}"))) for k in range(runs)]
+        return [run(cfg)]
+    return [run(replace(cfg, seed=cfg.seed + k, out=str(Path(cfg.out) / f"seed{cfg.seed + k}"))) for k in range(runs)]
