@@ -106,7 +106,8 @@ def extract(
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class list (per-class teachers); or give --data."),
     data: Optional[str] = typer.Option(None, "--data", help="Dataset (name, name:path or ImageFolder path): its classes, or its images for --mllm/--clip."),
     llm: Optional[str] = typer.Option(None, "--llm", help="Language-only teacher: per-class soft answers (LaViD; yes/no for MaKD questions)."),
-    mllm: Optional[str] = typer.Option(None, "--mllm", help="Multimodal teacher: per-image p(yes) (MaKD), e.g. internvl2-8b."),
+    mllm: Optional[str] = typer.Option(None, "--mllm", help="Multimodal teacher: per-image p(yes) (MaKD), e.g. internvl2-8b, or a GGUF model (with --mmproj) for llama.cpp on the CPU."),
+    mmproj: Optional[Path] = typer.Option(None, "--mmproj", help="--mllm MODEL.gguf: its llama.cpp vision projector (mmproj .gguf); runs without a GPU."),
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP teacher scoring class descriptions per image (LEAD)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Control teachers: random (Gaussian targets), word-embedding (class-name embeddings)."),
     backend: str = typer.Option("llama.cpp", help="Backend of --llm: llama.cpp | hf | openai."),
@@ -116,7 +117,7 @@ def extract(
     kind: str = typer.Option("yesno", "--kind", help="--mllm: yesno (per-image aspect targets) or zero_shot (class scores: the papers' MLLM row, a KD teacher)."),
     split: str = typer.Option("train", help="--mllm: which split's images to answer for (train for training targets; test for eval)."),
     object_word: str = typer.Option("object", help="--mllm: word that replaces <object> (the teacher must judge the image, not a class name)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="--mllm: run the model repo's own code (InternVL2's original checkpoints need it)."),
+    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="--mllm: run the model repo's own code (InternVL2/2.5 original checkpoints need it; that path is GPU-only and untested in CI)."),
     batch_questions: int = typer.Option(64, help="--mllm: questions answered per forward pass from one cached image prefix."),
     workers: int = typer.Option(2, help="--mllm: DataLoader workers decoding images while the model runs."),
     device: Optional[str] = typer.Option(None, help="--mllm: cuda, cuda:1 or cpu (default: the GPU when there is one)."),
@@ -132,7 +133,7 @@ def extract(
                           teacher=teacher, backend=backend, prompt_layout=prompt_layout, labels=labels,
                           temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json,
                           kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
-                          batch_questions=batch_questions, workers=workers, device=device)
+                          batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj)
 
     def render():
         s = summary

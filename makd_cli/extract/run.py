@@ -24,13 +24,15 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
                 mllm: str | None, clip: str | None, teacher: str | None, backend: str, prompt_layout: str, labels: str,
                 temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True,
                 kind: str = "yesno", split: str = "train", object_word: str = "object", trust_remote_code: bool = False,
-                batch_questions: int = 64, workers: int = 2, device: str | None = None) -> dict:
+                batch_questions: int = 64, workers: int = 2, device: str | None = None, mmproj: Path | None = None) -> dict:
     chosen = [name for name, v in (("--llm", llm), ("--mllm", mllm), ("--clip", clip), ("--teacher", teacher)) if v]
     if len(chosen) != 1:
         raise MakdError("choose exactly one teacher: --llm MODEL, --mllm MODEL, --clip MODEL or --teacher random|word-embedding"
                         + (f" (got {', '.join(chosen)})" if chosen else ""))
     if labels not in ("digits", "letters"):
         raise MakdError("--labels must be digits or letters")
+    if mmproj is not None and mllm is None:
+        raise MakdError("--mmproj goes with --mllm MODEL.gguf (the vision projector of a llama.cpp language model)")
     if teacher is not None:
         from makd_cli.teachers.controls import run_control_teacher
 
@@ -38,7 +40,7 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
     if mllm is not None:
         return _run_mllm(mllm, output=output, questions=questions, data=data, kind=kind, split=split, object_word=object_word,
                          trust_remote_code=trust_remote_code, batch_questions=batch_questions, workers=workers,
-                         device=device, restart=restart, progress=progress)
+                         device=device, restart=restart, progress=progress, mmproj=mmproj, threads=threads)
     if clip is not None:
         return _run_clip(clip, output=output, questions=questions, data=data, split=split, workers=workers, device=device,
                          restart=restart, progress=progress)
@@ -62,8 +64,10 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
 
 
 def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | None, kind: str, split: str, object_word: str,
-              trust_remote_code: bool, batch_questions: int, workers: int, device: str | None, restart: bool, progress: bool) -> dict:
-    """MaKD's multimodal teacher: p(yes) per image and question, or zero-shot class scores."""
+              trust_remote_code: bool, batch_questions: int, workers: int, device: str | None, restart: bool, progress: bool,
+              mmproj: Path | None = None, threads: int | None = None) -> dict:
+    """MaKD's multimodal teacher: p(yes) per image and question, or zero-shot class scores. A ``.gguf``
+    MODEL with ``--mmproj`` runs on llama.cpp (CPU); anything else on transformers."""
     import time
 
     from makd_cli.data import load_dataset
@@ -85,7 +89,8 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
         if questions is None:
             raise MakdError("--mllm --kind yesno needs --questions (yes/no aspect questions from `makd gen-questions --kind yesno`)")
         qs = read_questions(questions, kind="yesno")
-    teacher = load_mllm(name, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code)
+    teacher = load_mllm(name, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code,
+                        mmproj=mmproj, threads=threads)
     t0 = time.time()
     if kind == "yesno":
         t = extract_image_yesno(teacher, part, qs, output, classes=list(ds.classes), object_word=object_word,

@@ -359,12 +359,23 @@ def resolve_model_id(name: str) -> str:
     return ALIASES.get(name.lower(), name)
 
 
-def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = False, dtype: torch.dtype | None = None) -> HFMultimodalTeacher:
+def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = False, dtype: torch.dtype | None = None,
+              mmproj=None, threads: int | None = None):
     """Load a transformers image-text-to-text model and its processor: bf16 on CUDA, fp32 on CPU.
 
     ``name`` is an alias (see ``ALIASES``), a hub id or a local directory. The local cache is
-    tried first so that an offline machine never waits on the network.
+    tried first so that an offline machine never waits on the network. A GGUF language model
+    (``.gguf`` path or llama.cpp alias) with its ``mmproj`` projector runs on llama.cpp instead
+    (``teachers/llamacpp_mllm.py``); an original InternVL2/2.5 checkpoint (``internvl_chat``) with
+    ``trust_remote_code`` goes through ``teachers/internvl_remote.py`` (GPU-only, untested on real weights).
     """
+    from makd_cli.teachers.llamacpp_mllm import is_gguf_spec, load_llamacpp_mllm
+
+    if is_gguf_spec(name):
+        return load_llamacpp_mllm(name, mmproj, threads=threads, device=device)
+    if mmproj is not None:
+        raise MakdError(f"--mmproj goes with a GGUF --mllm (a .gguf language model for llama.cpp); {name} is a "
+                        "transformers model and brings its own vision tower")
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
 
     repo = resolve_model_id(name)
@@ -377,20 +388,24 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
     def load(local_only: bool):
         kw = dict(trust_remote_code=trust_remote_code, local_files_only=local_only)
         config = AutoConfig.from_pretrained(repo, **kw)  # first: it says whether remote code is needed
+        if getattr(config, "model_type", None) == "internvl_chat" and trust_remote_code:
+            from makd_cli.teachers.internvl_remote import load_internvl_chat
+
+            return load_internvl_chat(repo, config, device=device, dtype=dtype, local_files_only=local_only)
         remote = "AutoModelForImageTextToText" in (getattr(config, "auto_map", None) or {})
         if not remote and type(config) not in AutoModelForImageTextToText._model_mapping:
             raise ValueError("Unrecognized configuration class")
         processor = AutoProcessor.from_pretrained(repo, **kw)
         model = AutoModelForImageTextToText.from_pretrained(repo, config=config, dtype=dtype, **kw)
-        return model, processor
+        return HFMultimodalTeacher(model.to(device), processor, repo)
 
     try:
         try:
-            model, processor = load(True)
+            teacher = load(True)
         except OSError:
             if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _hub_reachable():
                 raise
-            model, processor = load(False)
+            teacher = load(False)
     except ValueError as exc:
         msg = str(exc)
         if "trust_remote_code" in msg:
@@ -398,8 +413,8 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
         if "Unrecognized configuration class" in msg or "Unrecognized model" in msg:
             raise MakdError(
                 f"model {repo} is not an image-text-to-text model that transformers can load natively "
-                "(original InternVL2 checkpoints are remote-code chat models: use a converted '-hf' checkpoint, "
-                "e.g. internvl3-1b)"
+                "(original InternVL2/2.5 checkpoints are remote-code chat models: pass --trust-remote-code, or use "
+                "a converted '-hf' checkpoint, e.g. internvl3-1b)"
             ) from None
         raise
     except OSError as exc:
@@ -409,4 +424,4 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
             f"model {repo} is not in the local Hugging Face cache; download it first with network access, "
             f"e.g. `huggingface-cli download {repo}`"
         ) from None
-    return HFMultimodalTeacher(model.to(device), processor, repo)
+    return teacher
