@@ -46,6 +46,9 @@ def resolve_gguf(spec: str) -> Path:
             raise MakdError(f"--llm {spec} is not a GGUF file; give a .gguf model for llama.cpp")
         return p
     parts = spec.split("/")
+    looks_local = spec.startswith(("/", ".", "~")) or len(parts) < 3
+    if looks_local and spec.endswith(".gguf"):
+        raise MakdError(f"--llm {spec}: no such file; check the path to the .gguf model")
     if len(parts) >= 3 and spec.endswith(".gguf"):
         repo, filename = "/".join(parts[:2]), "/".join(parts[2:])
         try:
