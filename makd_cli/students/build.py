@@ -91,8 +91,8 @@ def _torchvision_backbone(name: str) -> tuple[nn.Module, int]:
 def _adapt_small_images(model: nn.Module, image_size: int) -> None:
     """Small images: the ImageNet stem (7x7 conv, stride 2, then max-pool) would shrink a 28 px image
     to 7 px before the first block. A 3x3 stride-1 conv keeps twice the resolution; the max-pool
-    stays, because dropping it as well (the CIFAR recipe) costs 4x the compute, measured at 7x
-    slower training on a 2-core CPU (bench/RESULTS.md)."""
+    stays, because dropping it as well (the CIFAR recipe) quadruples the work of the first stage,
+    measured at 2.1x slower training on a 2-core CPU (bench/small_image_stem.py, bench/RESULTS.md)."""
     if image_size > SMALL_IMAGE:
         return
     conv1 = getattr(model, "conv1", None)
