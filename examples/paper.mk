@@ -31,9 +31,12 @@ LAMBDA ?= 40
 ALPHA ?= 4
 DEVICE ?= auto
 METHODS ?= ce makd lavid
+# Controls (same head and loss, targets without the teacher's knowledge): METHOD.CONTROL run names.
+CONTROLS ?= lavid.random-codes lavid.shuffled makd.gaussian makd.shuffled
 TRAIN = $(MAKD) train --data $(SPEC) --epochs $(EPOCHS) --device $(DEVICE)
 resume_flag = $(if $(wildcard $(dir $(1))last.pt),--resume)
-RUN_DONE = $(foreach s,$(STUDENTS),$(foreach m,$(METHODS),$(foreach k,$(SEEDS),$(WORK)/runs/$(s)/$(m)/seed$(k)/done)))
+RUNS = $(METHODS) $(CONTROLS)
+RUN_DONE = $(foreach s,$(STUDENTS),$(foreach m,$(RUNS),$(foreach k,$(SEEDS),$(WORK)/runs/$(s)/$(m)/seed$(k)/done)))
 
 .PHONY: all results clean
 all: results
@@ -57,18 +60,20 @@ $(WORK)/makd_targets.h5: $(WORK)/aspects.jsonl
 $(WORK)/runs/%/done:
 	$(eval parts := $(subst /, ,$*))
 	$(eval student := $(word 1,$(parts)))
-	$(eval method := $(word 2,$(parts)))
+	$(eval method := $(word 1,$(subst ., ,$(word 2,$(parts)))))
+	$(eval control := $(word 2,$(subst ., ,$(word 2,$(parts)))))
 	$(eval seed := $(patsubst seed%,%,$(word 3,$(parts))))
 	$(if $(filter makd,$(method)),$(MAKE) $(WORK)/makd_targets.h5)
 	$(if $(filter lavid,$(method)),$(MAKE) $(WORK)/lavid_targets.h5)
 	$(TRAIN) --student $(student) --method $(method) --seed $(seed) -o $(dir $@) \
 	  $(if $(filter makd,$(method)),--targets $(WORK)/makd_targets.h5 --aux-weight $(ALPHA)) \
-	  $(if $(filter lavid,$(method)),--targets $(WORK)/lavid_targets.h5 --aux-weight $(LAMBDA)) $(call resume_flag,$@)
+	  $(if $(filter lavid,$(method)),--targets $(WORK)/lavid_targets.h5 --aux-weight $(LAMBDA)) \
+	  $(if $(control),--control $(control)) $(call resume_flag,$@)
 	@touch $@
 
 $(WORK)/results.md: $(RUN_DONE)
 	{ echo "# $(DATASET): makd reproduction"; echo; \
-	  $(MAKD) eval $(foreach s,$(STUDENTS),$(foreach m,$(METHODS),$(WORK)/runs/$(s)/$(m)/seed*/best.pt)) --format markdown; \
+	  $(MAKD) eval $(foreach s,$(STUDENTS),$(foreach m,$(RUNS),$(WORK)/runs/$(s)/$(m)/seed*/best.pt)) --format markdown; \
 	  echo; echo "## The papers' numbers (top-1 %, mean of 3 runs; shared/reference/paper-numbers.md)"; echo; \
 	  echo "$(PAPER_NUMBERS)"; } > $@.tmp && mv $@.tmp $@
 

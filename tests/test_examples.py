@@ -26,6 +26,8 @@ def test_paper_makefile_dry_run(name, tmp_path):
         for seed in (0, 1, 2):
             assert f"--method {method} --seed {seed}" in text
     assert "--epochs 240" in text and "results.md" in text
+    for control in ("--control random-codes", "--control shuffled", "--control gaussian"):
+        assert control in text
 
 
 def test_paper_makefile_needs_data():
