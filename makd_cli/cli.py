@@ -175,7 +175,7 @@ def train(
     train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side length (default: native size up to 64 px, else 224)."),
-    pretrained: Optional[Path] = typer.Option(None, help="Local weights file for the student's backbone."),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache) or a local .pth/.safetensors file."),
     seed: int = typer.Option(0),
     runs: int = typer.Option(1, help="Train this many seeds (seed, seed+1, ...) into OUTPUT/seedN."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: 0 on small CPUs)."),

@@ -125,8 +125,48 @@ def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
     return model, num_features
 
 
-def load_pretrained(backbone: nn.Module, pretrained: str) -> None:
-    """``pretrained`` is a local weights file (.pt/.pth/.safetensors); nothing is downloaded here."""
+def _cached_pretrained(arch: str) -> nn.Module:
+    """ImageNet weights from the local timm / Hugging Face / torch hub cache, never from the network."""
+    spec = STUDENTS.get(arch) or StudentSpec("timm", arch, "")
+    try:
+        if spec.library == "timm":
+            import timm
+            from huggingface_hub import try_to_load_from_cache
+
+            cfg = timm.models.get_pretrained_cfg(spec.name)
+            hub_id = (getattr(cfg, "hf_hub_id", None) or "") if cfg else ""
+            cached = None
+            for fname in ("model.safetensors", "pytorch_model.bin"):
+                hit = try_to_load_from_cache(hub_id, fname) if hub_id else None
+                if isinstance(hit, str):
+                    cached = hit
+                    break
+            if cached is None:
+                raise FileNotFoundError(f"{hub_id or spec.name} not in the Hugging Face cache")
+            return timm.create_model(spec.name, pretrained=True, num_classes=0, pretrained_cfg_overlay={"file": cached})
+        import torchvision
+
+        weights = torchvision.models.get_model_weights(spec.name).DEFAULT
+        cached = Path(torch.hub.get_dir()) / "checkpoints" / Path(weights.url).name
+        if not cached.exists():
+            raise FileNotFoundError(cached)
+        return torchvision.models.get_model(spec.name, weights=weights)
+    except Exception as exc:  # offline misses surface as many exception types
+        raise MakdError(
+            f"no cached pretrained weights for {arch} ({type(exc).__name__}); download them once with network access, "
+            "or pass --pretrained FILE"
+        ) from None
+
+
+def load_pretrained(backbone: nn.Module, pretrained: str, arch: str = "") -> None:
+    """``pretrained`` is ``cache`` (weights already in the local model cache) or a local weights file
+    (.pt/.pth/.safetensors); nothing is downloaded here."""
+    if pretrained == "cache":
+        state = _cached_pretrained(arch).state_dict()
+        own = backbone.state_dict()
+        usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        backbone.load_state_dict(usable, strict=False)
+        return
     path = Path(os.path.expanduser(pretrained))
     if not path.exists():
         raise MakdError(
@@ -150,7 +190,7 @@ def load_pretrained(backbone: nn.Module, pretrained: str) -> None:
 def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: int = 224, pretrained: str | None = None) -> StudentNet:
     backbone, num_features = build_backbone(arch, image_size)
     if pretrained:
-        load_pretrained(backbone, pretrained)
+        load_pretrained(backbone, pretrained, arch)
     return StudentNet(backbone, num_features, num_classes, extra_dim)
 
 

@@ -1,0 +1,33 @@
+"""Students: every named architecture builds with C + E outputs; pretrained weights load from files only."""
+
+import pytest
+import torch
+
+from makd_cli.errors import MakdError
+from makd_cli.students import build_student
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenetv1", "mobilenet_v2", "shufflenet_v2", "efficientnet_b0", "small_cnn"])
+def test_students_build_and_split_outputs(arch):
+    model = build_student(arch, num_classes=5, extra_dim=7, image_size=32).eval()
+    logits, extra, feats = model(torch.randn(2, 3, 32, 32), return_features=True)
+    assert logits.shape == (2, 5) and extra.shape == (2, 7) and feats.shape[0] == 2
+
+
+def test_small_images_get_a_3x3_stem():
+    assert build_student("resnet18", 3, 0, 28).backbone.conv1.kernel_size == (3, 3)
+    assert build_student("resnet18", 3, 0, 224).backbone.conv1.kernel_size == (7, 7)
+
+
+def test_pretrained_from_file_and_cache_miss(tmp_path):
+    src = build_student("small_cnn", 3, 0, 32)
+    torch.save(src.backbone.state_dict(), tmp_path / "w.pth")
+    dst = build_student("small_cnn", 3, 0, 32, pretrained=str(tmp_path / "w.pth"))
+    for k, v in src.backbone.state_dict().items():
+        assert torch.equal(v, dst.backbone.state_dict()[k])
+    with pytest.raises(MakdError, match="not found"):
+        build_student("small_cnn", 3, 0, 32, pretrained=str(tmp_path / "missing.pth"))
+    with pytest.raises(MakdError, match="no cached pretrained weights"):
+        build_student("mobilenet_v2", 3, 0, 32, pretrained="cache")
+    with pytest.raises(MakdError, match="unknown student"):
+        build_student("resnet9000", 3)
