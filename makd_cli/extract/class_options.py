@@ -6,8 +6,9 @@ T[c, q] = softmax(z_labels / temperature). Yes/no questions give p(yes) = softma
 
 Two prompt layouts:
 - ``paper``: the class name sits inside the question, as in the papers; units are classes.
-- ``class-last``: the question and options come first and the class last, so each question's long
-  prefix is evaluated once and every class only adds a few tokens; units are questions.
+- ``class-last``: the question about "the object", its options and the instruction come first and
+  "The object is: <class>." last, so each question's long prefix is evaluated once and every class
+  only adds its name and the assistant prompt; units are questions.
 
 Speed without approximation: a unit's prompts are scored in sorted token order, so consecutive
 prompts share their longest possible prefix and the backend's KV cache (cropped to the common prefix)
@@ -34,6 +35,7 @@ from makd_cli.formats.targets import Targets, write_targets
 
 LABEL_SETS = {"digits": [str(i) for i in range(1, 10)], "letters": list("ABCDEFGHIJ")}
 LAYOUTS = ("paper", "class-last")
+PROMPT_VERSION = 2  # bump when the prompt texts change: a resumed run must not mix old and new answers
 YES_NO = (["Yes", "yes", "YES"], ["No", "no", "NO"])
 
 
@@ -50,13 +52,13 @@ def mcq_user_text(q: Question, class_name: str, labels: list[str], layout: str) 
     instr = f"Answer with the {'number' if labels[0].isdigit() else 'letter'} of the correct option only."
     if layout == "paper":
         return f"{q.instantiate(class_name)}\n{options}\n{instr}"
-    return f"{generic_question(q)}\n{options}\nThe object is: {class_name}.\n{instr}"
+    return f"{generic_question(q)}\n{options}\n{instr}\nThe object is: {class_name}."
 
 
 def yesno_user_text(q: Question, class_name: str, layout: str) -> str:
     if layout == "paper":
         return f"{q.instantiate(class_name)}\nAnswer yes or no."
-    return f"{generic_question(q)}\nThe object is: {class_name}.\nAnswer yes or no."
+    return f"{generic_question(q)}\nAnswer yes or no.\nThe object is: {class_name}."
 
 
 def yes_no_token_ids(llm) -> list[list[int]]:
@@ -155,6 +157,7 @@ def extract_class_answers(
     store = ResumeStore(out, {
         "model": str(llm.name), "backend": llm.backend, "kind": plan.kind, "layout": layout, "labels": plan.labels,
         "classes": classes, "questions_sha256": questions_sha256, "question_ids": [q.id for q in questions], "naive": naive,
+        "prompt_version": PROMPT_VERSION,
     }, restart=restart)
     raw = np.zeros((C, Q, M))
     by_class = layout == "paper"
@@ -176,7 +179,7 @@ def extract_class_answers(
     seconds = time.time() - t0
     probs = softmax(raw, temperature)
     meta = {"layout": layout, "temperature": temperature, "label_token_ids": plan.token_groups, "backend": llm.backend,
-            "model_file": str(llm.name), "naive": naive}
+            "model_file": str(llm.name), "naive": naive, "prompt_version": PROMPT_VERSION}
     if plan.kind == "class_yesno":
         targets = Targets("class_yesno", classes, [q.id for q in questions], probs[..., 0], raw[..., 0] - raw[..., 1],
                           teacher=f"{llm.backend}:{llm.name}", questions_sha256=questions_sha256, meta=meta)

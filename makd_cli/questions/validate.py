@@ -25,24 +25,23 @@ def _mentions(text: str, name: str) -> bool:
     return re.search(_BEFORE + re.escape(name.lower()) + _AFTER, text.lower()) is not None
 
 
-def parse_json_object(raw: str) -> dict | None:
-    """The first JSON object in ``raw`` (models sometimes wrap it in prose or code fences)."""
+_DECODER = json.JSONDecoder()
+
+
+def parse_json_object(raw) -> dict | None:
+    """The first JSON object in ``raw`` (models sometimes wrap it in prose or code fences); braces
+    inside its strings are fine. ``None`` when there is none."""
+    if not isinstance(raw, str):
+        return None
     raw = raw.strip()
     start = raw.find("{")
     while start != -1:
-        depth = 0
-        for i in range(start, len(raw)):
-            if raw[i] == "{":
-                depth += 1
-            elif raw[i] == "}":
-                depth -= 1
-                if depth == 0:
-                    try:
-                        obj = json.loads(raw[start:i + 1])
-                    except json.JSONDecodeError:
-                        break
-                    return obj if isinstance(obj, dict) else None
-        start = raw.find("{", start + 1)
+        try:
+            obj, _ = _DECODER.raw_decode(raw, start)
+        except json.JSONDecodeError:
+            start = raw.find("{", start + 1)
+            continue
+        return obj if isinstance(obj, dict) else None
     return None
 
 

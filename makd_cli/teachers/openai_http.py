@@ -1,0 +1,214 @@
+"""Language teacher behind any OpenAI-compatible HTTP endpoint (``--backend openai``): OpenAI itself,
+vLLM, llama.cpp's and llama-cpp-python's servers, Ollama, LM Studio ...
+
+Only the standard library is used (urllib). The endpoint is ``--api-base`` (or ``$OPENAI_BASE_URL``,
+default https://api.openai.com/v1; a bare ``http://host:port`` gets ``/v1``) and the key comes from
+the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``). Without a key only a loopback
+endpoint (localhost, 127.0.0.0/8, ::1) is used: a remote one is refused before anything is sent.
+
+Generation (``gen-questions``): ``/chat/completions`` with ``response_format`` ``json_schema``; an
+endpoint that rejects it is asked again with ``json_object`` plus the schema (llama-cpp-python,
+Anyscale style), then plain ``json_object``, then no format; the first that works is kept.
+
+Extraction: the endpoint formats the chat and tokenizes, so the teacher cannot read raw logits.
+Instead each prompt is sent with ``max_tokens=1``, ``logprobs`` and ``top_logprobs`` (at most 20 on
+OpenAI), and a label's score is the log-sum-exp of the log-probabilities of its spellings ("1", " 1",
+...) among the first answer token's top list. **Floor for labels missing from the top list:** their
+probability is unknown but at most the lowest listed one, and all of them together hold at most the
+mass the list leaves over, so each missing label gets log(min(lowest listed probability, leftover
+mass / number of missing labels)). These are log-probabilities, not logits; they differ from the
+logits by one constant per prompt, so the softmax over the labels is the same where all labels are
+listed. Labels are matched by their text, so they must be single tokens on the server's tokenizer
+(digits 1-9 and letters A-J are in every common vocabulary).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import math
+import os
+import time
+import urllib.error
+import urllib.request
+from urllib.parse import urlparse
+
+import numpy as np
+
+from makd_cli.errors import MakdError
+from makd_cli.teachers.base import LanguageModel
+
+DEFAULT_API_BASE = "https://api.openai.com/v1"
+FORMAT_MODES = ("json_schema", "json_object+schema", "json_object", "none")
+
+
+def is_loopback(url: str) -> bool:
+    host = (urlparse(url).hostname or "").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def normalise_api_base(api_base: str) -> str:
+    base = api_base.rstrip("/")
+    if base.endswith("/chat/completions"):
+        base = base[: -len("/chat/completions")]
+    parsed = urlparse(base)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise MakdError(f"--api-base {api_base!r} is not an http(s) URL; e.g. http://127.0.0.1:8080/v1")
+    if parsed.path in ("", "/"):
+        base += "/v1"
+    return base
+
+
+class HTTPError(Exception):
+    def __init__(self, status: int, body: str):
+        super().__init__(f"HTTP {status}: {body[:300]}")
+        self.status, self.body = status, body
+
+
+class OpenAIChatLM(LanguageModel):
+    backend = "openai"
+
+    def __init__(self, model: str, api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
+                 timeout: float = 120.0, retries: int = 3, top_logprobs: int = 20):
+        self.model = model
+        self.name = model
+        self.api_base = normalise_api_base(api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
+                                           or DEFAULT_API_BASE)
+        self.api_key = os.environ.get(api_key_env) or None
+        if self.api_key is None and not is_loopback(self.api_base):
+            raise MakdError(f"--backend openai: ${api_key_env} is not set; export the API key for {self.api_base} "
+                            "(only loopback endpoints are used without a key)")
+        self.timeout, self.retries, self.top_logprobs = timeout, retries, top_logprobs
+        self.evaluated_tokens = 0
+        self._format_mode = 0  # index into FORMAT_MODES: the first one the endpoint accepted
+
+    # ---- HTTP ------------------------------------------------------------------------------
+    def _post(self, path: str, body: dict) -> dict:
+        data = json.dumps(body).encode("utf-8")
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        url = self.api_base + path
+        for attempt in range(self.retries + 1):
+            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    return json.loads(resp.read().decode("utf-8"))
+            except urllib.error.HTTPError as exc:
+                text = exc.read().decode("utf-8", "replace")
+                if exc.code in (429, 502, 503, 504) and attempt < self.retries:
+                    time.sleep(min(30.0, 2.0 ** attempt))
+                    continue
+                if exc.code in (401, 403):
+                    raise MakdError(f"{url} refused the request (HTTP {exc.code}): check the API key") from None
+                raise HTTPError(exc.code, text) from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if attempt < self.retries:
+                    time.sleep(min(30.0, 2.0 ** attempt))
+                    continue
+                reason = getattr(exc, "reason", exc)
+                raise MakdError(f"cannot reach {url}: {reason}; is the server running?") from None
+            except json.JSONDecodeError:
+                raise MakdError(f"{url} answered with something that is not JSON; is --api-base an OpenAI-compatible endpoint?") from None
+        raise AssertionError("unreachable")
+
+    def _chat(self, body: dict) -> dict:
+        try:
+            out = self._post("/chat/completions", {"model": self.model, **body})
+        except HTTPError as exc:
+            raise MakdError(f"{self.api_base}/chat/completions failed: HTTP {exc.status}: {_error_message(exc.body)}") from None
+        usage = out.get("usage") or {}
+        self.evaluated_tokens += int(usage.get("prompt_tokens") or 0)
+        if not out.get("choices"):
+            raise MakdError(f"{self.api_base}/chat/completions returned no choices: {json.dumps(out)[:200]}")
+        return out
+
+    # ---- what the extractor asks of every backend --------------------------------------------
+    def tokenize_plain(self, text: str) -> list:
+        """No tokenizer here: a label is matched by its text, so its "token" is the text itself."""
+        return [text]
+
+    def tokenize(self, text: str) -> list[int]:
+        raise MakdError("--backend openai has no token access; it scores whole chat messages")
+
+    def chat_prompt(self, messages: list[dict], add_generation_prompt: bool = True) -> str:
+        raise MakdError("--backend openai formats chats on the server")
+
+    def next_token_logits(self, tokens: list[int]) -> np.ndarray:
+        raise MakdError("--backend openai gives top log-probabilities, not logits; extraction uses option_logprobs")
+
+    naive_next_token_logits = next_token_logits
+
+    def reset_cache(self) -> None:
+        pass
+
+    # ---- extraction ------------------------------------------------------------------------
+    def first_token_logprobs(self, messages: list[dict]) -> dict[str, float]:
+        """The top list of the first answer token: {token text: log-probability}."""
+        out = self._chat({"messages": messages, "max_tokens": 1, "temperature": 0.0, "seed": 0,
+                          "logprobs": True, "top_logprobs": self.top_logprobs})
+        lp = out["choices"][0].get("logprobs") or {}
+        content = lp.get("content") or []
+        if not content or not content[0].get("top_logprobs"):
+            raise MakdError(f"{self.api_base} returned no top_logprobs; extraction needs an endpoint that gives "
+                            "log-probabilities (llama.cpp's server, vLLM, OpenAI chat models) or --backend llama.cpp / hf")
+        top: dict[str, float] = {}
+        for item in content[0]["top_logprobs"]:
+            tok, val = item.get("token"), item.get("logprob")
+            if isinstance(tok, str) and isinstance(val, (int, float)) and math.isfinite(val):
+                top[tok] = max(top.get(tok, -math.inf), float(val))
+        return top
+
+    @staticmethod
+    def label_scores(top: dict[str, float], groups: list[list[str]]) -> np.ndarray:
+        """Log-sum-exp of each label's spellings in ``top``; missing labels get the floor (module docstring)."""
+        vals = np.full(len(groups), np.nan)
+        for i, spellings in enumerate(groups):
+            found = [top[s] for s in spellings if s in top]
+            if found:
+                mx = max(found)
+                vals[i] = mx + math.log(sum(math.exp(v - mx) for v in found))
+        missing = np.isnan(vals)
+        if missing.any():
+            lowest = min(top.values()) if top else 0.0
+            leftover = max(1.0 - sum(math.exp(v) for v in top.values()), 1e-12)
+            vals[missing] = min(lowest, math.log(leftover / int(missing.sum())))
+        return vals
+
+    def option_logprobs(self, messages_list: list[list[dict]], groups: list[list[str]]) -> np.ndarray:
+        return np.stack([self.label_scores(self.first_token_logprobs(m), groups) for m in messages_list])
+
+    # ---- generation ------------------------------------------------------------------------
+    def generate_json(self, messages: list[dict], schema: dict, seed: int, temperature: float = 0.7, max_tokens: int = 512) -> str:
+        body = {"messages": messages, "temperature": temperature, "max_tokens": max_tokens, "seed": seed}
+        while True:
+            mode = FORMAT_MODES[self._format_mode]
+            fmt = {"json_schema": {"type": "json_schema", "json_schema": {"name": "item", "schema": schema}},
+                   "json_object+schema": {"type": "json_object", "schema": schema},
+                   "json_object": {"type": "json_object"}, "none": None}[mode]
+            try:
+                out = self._post("/chat/completions", {"model": self.model, **body, **({"response_format": fmt} if fmt else {})})
+            except HTTPError as exc:
+                format_trouble = exc.status in (400, 422) or any(w in exc.body for w in ("response_format", "json_schema", "json_object"))
+                if format_trouble and self._format_mode + 1 < len(FORMAT_MODES):
+                    self._format_mode += 1  # the endpoint does not take this format: try the next, and remember
+                    continue
+                raise MakdError(f"{self.api_base}/chat/completions failed: HTTP {exc.status}: {_error_message(exc.body)}") from None
+            break
+        self.evaluated_tokens += int((out.get("usage") or {}).get("prompt_tokens") or 0)
+        choices = out.get("choices") or [{}]
+        return (choices[0].get("message") or {}).get("content") or ""
+
+
+def _error_message(body: str) -> str:
+    try:
+        obj = json.loads(body)
+        msg = (obj.get("error") or {}).get("message") if isinstance(obj.get("error"), dict) else obj.get("error") or obj.get("detail")
+        return " ".join(str(msg or body).split())[:300]
+    except (json.JSONDecodeError, AttributeError):
+        return " ".join(body.split())[:300]
