@@ -111,6 +111,7 @@ def extract(
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP teacher scoring class descriptions per image (LEAD)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Control teachers: random (Gaussian targets), word-embedding (class-name embeddings)."),
     backend: str = typer.Option("llama.cpp", help="Backend of --llm: llama.cpp | hf | openai."),
+    api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for --backend openai (key from $OPENAI_API_KEY)."),
     prompt_layout: str = typer.Option("paper", help="paper: class name inside the question; class-last: question first, class last (faster, see docs)."),
     labels: str = typer.Option("digits", help="Option labels: digits (1..M, the reference code's default) or letters (A..)."),
     temperature: float = typer.Option(1.0, help="Softmax temperature over the option logits."),
@@ -133,7 +134,7 @@ def extract(
                           teacher=teacher, backend=backend, prompt_layout=prompt_layout, labels=labels,
                           temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json,
                           kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
-                          batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj)
+                          batch_questions=batch_questions, workers=workers, device=device, api_base=api_base, mmproj=mmproj)
 
     def render():
         s = summary

@@ -24,7 +24,7 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
                 mllm: str | None, clip: str | None, teacher: str | None, backend: str, prompt_layout: str, labels: str,
                 temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True,
                 kind: str = "yesno", split: str = "train", object_word: str = "object", trust_remote_code: bool = False,
-                batch_questions: int = 64, workers: int = 2, device: str | None = None, mmproj: Path | None = None) -> dict:
+                batch_questions: int = 64, workers: int = 2, device: str | None = None, api_base: str | None = None, mmproj: Path | None = None) -> dict:
     chosen = [name for name, v in (("--llm", llm), ("--mllm", mllm), ("--clip", clip), ("--teacher", teacher)) if v]
     if len(chosen) != 1:
         raise MakdError("choose exactly one teacher: --llm MODEL, --mllm MODEL, --clip MODEL or --teacher random|word-embedding"
@@ -53,7 +53,7 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
 
     if prompt_layout not in LAYOUTS:
         raise MakdError(f"--prompt-layout {prompt_layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
-    model = load_llm(llm, backend, threads=threads, seed=seed)
+    model = load_llm(llm, backend, threads=threads, seed=seed, api_base=api_base)
     units = len(class_names) if prompt_layout == "paper" else len(qs)
     with progress_bar(f"extract ({prompt_layout})", units, progress) as advance:
         _, summary = extract_class_answers(

@@ -13,8 +13,16 @@ from makd_cli.formats.questions import PLACEHOLDER
 MAX_OPTION_WORDS = 12
 
 
+_ENUMERATION = re.compile(r"^\s*(?:q(?:uestion)?\s*)?\d+\s*[.):-]\s*", re.I)
+
+
+def strip_enumeration(text: str) -> str:
+    """Models number their questions ("1. How ...", "Q2: Does ..."): the number is not part of it."""
+    return _ENUMERATION.sub("", text)
+
+
 def normalise(text: str) -> str:
-    return " ".join(re.sub(r"[^\w<>]+", " ", text.lower()).split())
+    return " ".join(re.sub(r"[^\w<>]+", " ", strip_enumeration(text).lower()).split())
 
 
 # A class name counts only as a whole word: "shirt" is not mentioned by "T-shirt".
@@ -59,6 +67,8 @@ def fix_placeholder(text: str, classes: list[str]) -> str:
 def check_question_text(text: str, classes: list[str], seen: set[str]) -> str | None:
     if not text or len(text.split()) < 3:
         return "question too short"
+    if not text.rstrip().endswith("?"):
+        return "not a question"
     if PLACEHOLDER not in text:
         return f"no {PLACEHOLDER} placeholder"
     if text.count(PLACEHOLDER) > 1:
@@ -95,7 +105,7 @@ def validate_mcq(obj: dict | None, m: int, classes: list[str], seen: set[str]) -
     text = obj.get("question")
     if not isinstance(text, str):
         return None, "no question field"
-    text = fix_placeholder(text, classes)
+    text = fix_placeholder(strip_enumeration(text), classes)
     reason = check_question_text(text, classes, seen) or check_options(obj.get("options"), m, classes)
     if reason:
         return None, reason
@@ -108,7 +118,7 @@ def validate_yesno(obj: dict | None, classes: list[str], seen: set[str]) -> tupl
     text = obj.get("question")
     if not isinstance(text, str):
         return None, "no question field"
-    text = fix_placeholder(text, classes)
+    text = fix_placeholder(strip_enumeration(text), classes)
     reason = check_question_text(text, classes, seen)
     if reason is None and not re.match(r"^(is|are|does|do|can|has|have|was|were|will|would|could|should)\b", text.strip().lower()):
         reason = "not a yes/no question"
