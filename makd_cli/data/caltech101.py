@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.native import find_native_folder
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -29,15 +30,12 @@ LAYOUT = f"a folder holding {CATEGORIES}/<class>/image_0001.jpg, ... (the unpack
 
 
 def find_folder(root: Path | None) -> Path:
-    if root is None:
-        raise MakdError(f"caltech101 needs a path: --data caltech101:/path/to/caltech-101 (expected {LAYOUT})")
-    if not root.is_dir():
-        raise MakdError(f"Caltech-101 folder {root} does not exist (expected {LAYOUT})")
-    candidates = (root, root / "caltech101", root / "caltech-101") + ((root.parent,) if root.name == CATEGORIES else ())
-    folder = next((c for c in candidates if (c / CATEGORIES).is_dir()), None)
-    if folder is None:
-        raise MakdError(f"Caltech-101: {root} has no {CATEGORIES}/ folder (expected {LAYOUT})")
-    return folder
+    # PATH may also be 101_ObjectCategories/ itself: then the folder is its parent.
+    up = ("..",) if root is not None and root.name == CATEGORIES else ()
+    return find_native_folder(
+        root, name="caltech101", display="Caltech-101", layout=LAYOUT, marker=f"{CATEGORIES}/", example="caltech-101",
+        under=("caltech101", "caltech-101", *up), not_found=f"has no {CATEGORIES}/ folder",
+    )
 
 
 def _read_pool(folder: Path) -> tuple[list[str], list[Path], list[int]]:

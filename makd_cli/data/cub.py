@@ -18,7 +18,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.base import DatasetSplits, Split
+from makd_cli.data.native import find_native_folder, native_split
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -49,21 +50,11 @@ def _read_table(path: Path) -> dict[int, str]:
     return table
 
 
-def find_folder(root: Path | None) -> Path:
-    if root is None:
-        raise MakdError(f"cub needs a path: --data cub:/path/to/CUB_200_2011 (expected {LAYOUT})")
-    if not root.is_dir():
-        raise MakdError(f"CUB-200-2011 folder {root} does not exist (expected {LAYOUT})")
-    folder = next((c for c in (root, root / BASE) if (c / "images.txt").is_file()), root)
-    missing = [f for f in FILES if not (folder / f).exists()]
-    if missing:
-        raise MakdError(f"CUB-200-2011: {folder} lacks {', '.join(missing)} (expected {LAYOUT})")
-    return folder
-
-
 @register_dataset("cub", help="CUB-200-2011 birds, official split (NAME:PATH to CUB_200_2011/)")
 def load_cub(root: Path | None, seed: int = 0) -> DatasetSplits:
-    folder = find_folder(root)
+    folder = find_native_folder(
+        root, name="cub", display="CUB-200-2011", layout=LAYOUT, marker="images.txt", files=FILES, base=BASE
+    )
     images = _read_table(folder / "images.txt")
     labels = _read_table(folder / "image_class_labels.txt")
     is_train = _read_table(folder / "train_test_split.txt")
@@ -86,8 +77,8 @@ def load_cub(root: Path | None, seed: int = 0) -> DatasetSplits:
 
     def make(split: str) -> Split:
         ids, labs = split_rows[split]
-        if ids and not (folder / ids[0]).is_file():
-            raise MakdError(f"CUB-200-2011: {folder / ids[0]} (named in images.txt) is missing; expected {LAYOUT}")
-        return Split(ids, labs, file_loader([folder / i for i in ids]))
+        return native_split(
+            folder, ids, labs, display="CUB-200-2011", missing=f"(named in images.txt) is missing; expected {LAYOUT}"
+        )
 
     return DatasetSplits("cub", classes, make("train"), make("test"))

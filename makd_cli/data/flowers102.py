@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.base import DatasetSplits, Split
+from makd_cli.data.native import find_native_folder, native_split
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -29,18 +30,6 @@ LAYOUT = (
     "flowers-102/ holding jpg/image_00001.jpg, ..., imagelabels.mat and setid.mat "
     "(torchvision's Flowers102 layout)"
 )
-
-
-def find_folder(root: Path | None) -> Path:
-    if root is None:
-        raise MakdError(f"flowers needs a path: --data flowers:/path/to/flowers-102 (expected {LAYOUT})")
-    if not root.is_dir():
-        raise MakdError(f"Flowers-102 folder {root} does not exist (expected {LAYOUT})")
-    folder = next((c for c in (root, root / BASE) if (c / "setid.mat").is_file()), root)
-    missing = [f for f in FILES if not (folder / f).exists()]
-    if missing:
-        raise MakdError(f"Flowers-102: {folder} lacks {', '.join(missing)} (expected {LAYOUT})")
-    return folder
 
 
 def _load_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -60,7 +49,9 @@ def _load_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
 def load_flowers(root: Path | None, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import Flowers102
 
-    folder = find_folder(root)
+    folder = find_native_folder(
+        root, name="flowers", display="Flowers-102", layout=LAYOUT, marker="setid.mat", files=FILES, base=BASE
+    )
     labels = _load_mat(folder / "imagelabels.mat", ("labels",))["labels"] - 1  # image i -> labels[i - 1]
     sets = _load_mat(folder / "setid.mat", ("trnid", "valid", "tstid"))
     names = list(Flowers102.classes)
@@ -74,8 +65,7 @@ def load_flowers(root: Path | None, seed: int = 0) -> DatasetSplits:
         if numbers.size and (numbers.min() < 1 or numbers.max() > labels.size):
             raise MakdError(f"Flowers-102: setid.mat names images outside 1..{labels.size} of imagelabels.mat")
         ids = [f"jpg/image_{n:05d}.jpg" for n in numbers]
-        if ids and not (folder / ids[0]).is_file():
-            raise MakdError(f"Flowers-102: {folder / ids[0]} is missing; expected {LAYOUT}")
-        return Split(ids, labels[numbers - 1], file_loader([folder / i for i in ids]))
+        missing = f"is missing; expected {LAYOUT}"
+        return native_split(folder, ids, labels[numbers - 1], display="Flowers-102", missing=missing)
 
     return DatasetSplits("flowers", classes, make("trnid", "valid"), make("tstid"))

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.base import DatasetSplits
+from makd_cli.data.native import find_native_folder, native_split
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -29,20 +30,6 @@ CSV_FILES = ("train.csv", "val.csv", "test.csv")
 MAPPING_FILES = ("words.txt", "LOC_synset_mapping.txt", "synset_words.txt")
 TEST_FRACTION = 1 / 6
 LAYOUT = "a folder holding images/*.jpg and train.csv, val.csv, test.csv with columns filename,label"
-
-
-def find_folder(root: Path | None) -> Path:
-    if root is None:
-        raise MakdError(f"mini-imagenet needs a path: --data mini-imagenet:/path/to/mini-imagenet (expected {LAYOUT})")
-    if not root.is_dir():
-        raise MakdError(f"mini-ImageNet folder {root} does not exist (expected {LAYOUT})")
-    candidates = (root, root / "mini-imagenet", root / "mini_imagenet", root / "miniImageNet")
-    folder = next((c for c in candidates if any((c / f).is_file() for f in CSV_FILES)), None)
-    if folder is None:
-        raise MakdError(f"mini-ImageNet: {root} has none of {', '.join(CSV_FILES)} (expected {LAYOUT})")
-    if not (folder / "images").is_dir():
-        raise MakdError(f"mini-ImageNet: {folder} lacks images/ (expected {LAYOUT})")
-    return folder
 
 
 def read_rows(folder: Path) -> list[tuple[str, str]]:
@@ -82,16 +69,18 @@ def read_mapping(folder: Path) -> dict[str, str]:
 
 @register_dataset("mini-imagenet", help="mini-ImageNet pooled, seeded 5/6 train, 1/6 test per class (NAME:PATH)")
 def load_mini_imagenet(root: Path | None, seed: int = 0, test_fraction: float = TEST_FRACTION) -> DatasetSplits:
-    folder = find_folder(root)
+    folder = find_native_folder(
+        root, name="mini-imagenet", display="mini-ImageNet", layout=LAYOUT, marker=CSV_FILES, files=("images/",),
+        example="mini-imagenet", under=("mini-imagenet", "mini_imagenet", "miniImageNet"),
+        not_found=f"has none of {', '.join(CSV_FILES)}",
+    )
     rows = read_rows(folder)
     wnids = sorted({label for _, label in rows})
     index = {w: i for i, w in enumerate(wnids)}
     ids = [f"images/{fname}" for fname, _ in rows]
     labels = np.array([index[label] for _, label in rows], dtype=np.int64)
-    first = folder / ids[0]
-    if not first.is_file():
-        raise MakdError(f"mini-ImageNet: {first} is missing; the csv files name images under images/ ({LAYOUT})")
-    pool = Split(ids, labels, file_loader([folder / i for i in ids]))
+    missing = f"is missing; the csv files name images under images/ ({LAYOUT})"
+    pool = native_split(folder, ids, labels, display="mini-ImageNet", missing=missing)
     rng = np.random.default_rng(seed)
     train_idx, test_idx = [], []
     for c in range(len(wnids)):

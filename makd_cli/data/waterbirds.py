@@ -17,7 +17,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.base import DatasetSplits, Split
+from makd_cli.data.native import find_native_folder, native_split
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -27,17 +28,6 @@ GROUP_NAMES = ["landbird on land", "landbird on water", "waterbird on land", "wa
 COLUMNS = ("img_filename", "y", "split", "place")
 TRAIN_SPLIT, TEST_SPLIT = 0, 2
 LAYOUT = f"{BASE}/ holding metadata.csv (columns {', '.join(COLUMNS)}) and the images it names"
-
-
-def find_folder(root: Path | None) -> Path:
-    if root is None:
-        raise MakdError(f"waterbirds needs a path: --data waterbirds:/path/to/{BASE} (expected {LAYOUT})")
-    if not root.is_dir():
-        raise MakdError(f"Waterbirds folder {root} does not exist (expected {LAYOUT})")
-    folder = next((c for c in (root, root / BASE) if (c / "metadata.csv").is_file()), None)
-    if folder is None:
-        raise MakdError(f"Waterbirds: {root} lacks metadata.csv (expected {LAYOUT})")
-    return folder
 
 
 def read_metadata(path: Path) -> list[tuple[str, int, int, int]]:
@@ -61,18 +51,20 @@ def read_metadata(path: Path) -> list[tuple[str, int, int, int]]:
 
 @register_dataset("waterbirds", help="Waterbirds with groups (label x place), train/test (NAME:PATH)")
 def load_waterbirds(root: Path | None, seed: int = 0) -> DatasetSplits:
-    folder = find_folder(root)
+    folder = find_native_folder(
+        root, name="waterbirds", display="Waterbirds", layout=LAYOUT, marker="metadata.csv", base=BASE,
+        not_found="lacks metadata.csv",
+    )
     rows = read_metadata(folder / "metadata.csv")
 
     def make(split: int) -> Split:
         picked = [r for r in rows if r[2] == split]
-        ids = [r[0] for r in picked]
-        if ids and not (folder / ids[0]).is_file():
-            raise MakdError(f"Waterbirds: {folder / ids[0]} (named in metadata.csv) is missing")
-        return Split(
-            ids,
+        return native_split(
+            folder,
+            [r[0] for r in picked],
             [r[1] for r in picked],
-            file_loader([folder / i for i in ids]),
+            display="Waterbirds",
+            missing="(named in metadata.csv) is missing",
             groups=[r[1] * 2 + r[3] for r in picked],
         )
 

@@ -18,7 +18,6 @@ PAPER_WARMUP, PAPER_EPOCHS = 20, 240
 @register_method("dkd", help="CE + warm-up * (alpha TCKD + beta NCKD) * T^2, alpha 1 beta 2 (needs --teacher-ckpt)")
 class DKD(TeacherTerm):
     name = "dkd"
-    default_weight = 1.0
 
     def __init__(self, ctx):
         super().__init__(ctx)

@@ -20,6 +20,7 @@ class TeacherTerm(MethodTerm):
     """A term that distils the teacher's class logits (``batch.teacher_logits``)."""
 
     needs_teacher = True
+    default_weight = 1.0  # kd, dkd and mlkd alike
 
     def __init__(self, ctx):
         super().__init__(ctx)
@@ -49,7 +50,6 @@ class TeacherTerm(MethodTerm):
 @register_method("kd", help="CE + weight * KL(softmax(teacher/T) || softmax(student/T)) * T^2 (needs --teacher-ckpt)")
 class KD(TeacherTerm):
     name = "kd"
-    default_weight = 1.0
 
     def loss(self, logits, extra, batch):
         s, t = self.pair(logits, batch)

@@ -17,7 +17,6 @@ TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
 @register_method("mlkd", help="CE + instance/batch/class logit alignment over temperatures 2..6 (needs --teacher-ckpt)")
 class MLKD(TeacherTerm):
     name = "mlkd"
-    default_weight = 1.0
 
     def __init__(self, ctx):
         super().__init__(ctx)
