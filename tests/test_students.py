@@ -31,3 +31,9 @@ def test_pretrained_from_file_and_cache_miss(tmp_path):
         build_student("mobilenet_v2", 3, 0, 32, pretrained="cache")
     with pytest.raises(MakdError, match="unknown student"):
         build_student("resnet9000", 3)
+
+
+def test_extra_outputs_start_at_zero_and_class_outputs_do_not():
+    model = build_student("small_cnn", 4, 6, 32).eval()
+    logits, extra = model(torch.randn(3, 3, 32, 32))
+    assert torch.count_nonzero(extra) == 0 and torch.count_nonzero(logits) > 0
