@@ -99,27 +99,27 @@ def check_options(options, m: int, classes: list[str]) -> str | None:
     return None
 
 
-def validate_mcq(obj: dict | None, m: int, classes: list[str], seen: set[str]) -> tuple[dict | None, str | None]:
+def _question_text(obj: dict | None, classes: list[str], seen: set[str]) -> tuple[str, str | None]:
+    """The item's question, cleaned, and the first reason to reject it (``None`` if it passes)."""
     if obj is None:
-        return None, "not a JSON object"
+        return "", "not a JSON object"
     text = obj.get("question")
     if not isinstance(text, str):
-        return None, "no question field"
+        return "", "no question field"
     text = fix_placeholder(strip_enumeration(text), classes)
-    reason = check_question_text(text, classes, seen) or check_options(obj.get("options"), m, classes)
+    return text, check_question_text(text, classes, seen)
+
+
+def validate_mcq(obj: dict | None, m: int, classes: list[str], seen: set[str]) -> tuple[dict | None, str | None]:
+    text, reason = _question_text(obj, classes, seen)
+    reason = reason or check_options(obj.get("options"), m, classes)
     if reason:
         return None, reason
     return {"text": text, "options": [o.strip() for o in obj["options"]]}, None
 
 
 def validate_yesno(obj: dict | None, classes: list[str], seen: set[str]) -> tuple[dict | None, str | None]:
-    if obj is None:
-        return None, "not a JSON object"
-    text = obj.get("question")
-    if not isinstance(text, str):
-        return None, "no question field"
-    text = fix_placeholder(strip_enumeration(text), classes)
-    reason = check_question_text(text, classes, seen)
+    text, reason = _question_text(obj, classes, seen)
     if reason is None and not re.match(r"^(is|are|does|do|can|has|have|was|were|will|would|could|should)\b", text.strip().lower()):
         reason = "not a yes/no question"
     return (None, reason) if reason else ({"text": text}, None)

@@ -101,13 +101,19 @@ def train(cfg: TrainConfig) -> dict:
         shutdown(info)
 
 
-def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
+def run_paths(cfg: TrainConfig) -> tuple[Path, Path, Path]:
+    """The run folder and its last.pt / best.pt; a finished run is never overwritten by accident."""
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
     if last_path.exists() and not cfg.resume:
         raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
     if cfg.resume and not last_path.exists():
         raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
+    return out, last_path, best_path
+
+
+def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
+    out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
     targets = _load_targets(cfg, ds.classes, ds.train)

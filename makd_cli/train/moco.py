@@ -25,7 +25,6 @@ import json
 import os
 import time
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +44,7 @@ from makd_cli.methods.base import MethodContext
 from makd_cli.methods.lead import TeacherDistribution
 from makd_cli.students import build_student
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.loop import _check_resume, _load_targets, default_workers, resolve_device, seed_everything
+from makd_cli.train.loop import _check_resume, _load_targets, default_workers, resolve_device, run_paths, seed_everything
 from makd_cli.train.progress import TrainProgress
 
 METHOD = "lead-ssl"
@@ -180,12 +179,7 @@ def train_moco(cfg: TrainConfig) -> dict:
     """Train ``cfg.student`` with LEAD's self-supervised objective; returns the summary ``train`` returns."""
     _check_options(cfg)
     device = resolve_device(cfg.device)
-    out = Path(cfg.out)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if last_path.exists() and not cfg.resume:
-        raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
-    if cfg.resume and not last_path.exists():
-        raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
+    out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
     C = len(ds.classes)
