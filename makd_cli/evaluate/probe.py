@@ -66,17 +66,12 @@ def retrieval_metrics(query_x: np.ndarray, query_y: np.ndarray, gallery_x: np.nd
 def probe_checkpoint(path: str, data: str | None = None, batch_size: int = 256, device: str = "cpu") -> dict:
     """Linear probe and retrieval of one checkpoint: features of the training split (probe training
     set, retrieval gallery) and the test split (probe test set, queries)."""
-    from makd_cli.data import load_dataset
     from makd_cli.data.transforms import eval_transform
     from makd_cli.evaluate.predict import predict
-    from makd_cli.formats.checkpoint import load_checkpoint
+    from makd_cli.evaluate.report import checkpoint_and_dataset
     from makd_cli.students import student_from_checkpoint
 
-    ckpt = load_checkpoint(path)
-    data = data or ckpt["config"]["data"]
-    ds = load_dataset(data, seed=ckpt["config"].get("seed", 0))
-    if list(ds.classes) != list(ckpt["classes"]):
-        raise MakdError(f"{path} was trained on other classes than {data} has; probe it on its own dataset")
+    ckpt, data, ds = checkpoint_and_dataset(path, data, "probe")
     model = student_from_checkpoint(ckpt).to(device)
     tf = eval_transform(ckpt["image_size"], ckpt.get("native_size"))
     tr = predict(model, ds.train, tf, batch_size, 0, device, features=True)

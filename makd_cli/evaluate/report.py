@@ -54,13 +54,19 @@ def aspect_agreement(ckpt: dict, pred: dict, targets) -> dict | None:
     return result
 
 
-def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | None = None, split: str = "test",
-                        batch_size: int = 256, device: str = "cpu", progress=None) -> dict:
+def checkpoint_and_dataset(path: str, data: str | None, verb: str):
+    """A checkpoint and its dataset (``data`` or the one it was trained on), with matching classes."""
     ckpt = load_checkpoint(path)
     data = data or ckpt["config"]["data"]
     ds = load_dataset(data, seed=ckpt["config"].get("seed", 0))
     if list(ds.classes) != list(ckpt["classes"]):
-        raise MakdError(f"{path} was trained on other classes than {data} has; evaluate it on its own dataset")
+        raise MakdError(f"{path} was trained on other classes than {data} has; {verb} it on its own dataset")
+    return ckpt, data, ds
+
+
+def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | None = None, split: str = "test",
+                        batch_size: int = 256, device: str = "cpu", progress=None) -> dict:
+    ckpt, data, ds = checkpoint_and_dataset(path, data, "evaluate")
     model = student_from_checkpoint(ckpt).to(device)
     part = ds.test if split == "test" else ds.train
     pred = predict(model, part, eval_transform(ckpt["image_size"], ckpt.get("native_size")), batch_size, 0, device, progress)

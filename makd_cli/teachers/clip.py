@@ -124,7 +124,8 @@ def load_clip(name: str, device: str | None = None, dtype: torch.dtype | None = 
     ``name``: alias (clip-b16, clip-b32, clip-l14), hub id or local directory."""
     from transformers import CLIPModel, CLIPProcessor
 
-    from makd_cli.teachers.hf_mllm import _hub_reachable, default_device
+    from makd_cli.teachers.hf_mllm import default_device
+    from makd_cli.teachers.models import hub_reachable
 
     repo = resolve_clip_id(name)
     device = device or default_device()
@@ -146,7 +147,7 @@ def load_clip(name: str, device: str | None = None, dtype: torch.dtype | None = 
         try:
             model, processor = load(True)
         except OSError:
-            if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _hub_reachable():
+            if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not hub_reachable():
                 raise
             model, processor = load(False)
     except OSError as exc:

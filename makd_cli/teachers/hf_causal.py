@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import inspect
 import os
-import socket
 from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.teachers.base import LanguageModel
+from makd_cli.teachers.models import hub_reachable
 
 
 def _lcp(a, b) -> int:
@@ -36,18 +35,6 @@ def _lcp(a, b) -> int:
 
 def _offline() -> bool:
     return any(os.environ.get(v, "0").lower() not in ("0", "", "false", "no") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
-
-
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """A quick probe, so that an offline machine fails at once instead of after minutes of retries."""
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # direct connections may be blocked while the proxy works: let the hub client try
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def json_closed(text: str) -> bool:
@@ -132,7 +119,7 @@ class HFCausalLM(LanguageModel):
             except OSError:
                 if local_dir:
                     raise
-                if _offline() or not _hub_reachable():
+                if _offline() or not hub_reachable():
                     raise MakdError(
                         f"model {spec} is not in the local Hugging Face cache and the hub cannot be reached "
                         f"(offline); download it first on a connected machine (`huggingface-cli download {spec}`) "

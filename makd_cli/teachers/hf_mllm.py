@@ -25,6 +25,7 @@ import torch
 from PIL import Image
 
 from makd_cli.errors import MakdError
+from makd_cli.teachers.models import hub_reachable
 
 ALIASES = {
     "internvl2-1b": "OpenGVLab/InternVL2-1B",
@@ -340,21 +341,6 @@ def default_device() -> str:
     return "cpu"
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    """Quick probe so that an offline machine fails at once instead of after minutes of retries."""
-    import socket
-    from urllib.parse import urlparse
-
-    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
-        return True  # direct connections may be blocked while the proxy works: let the hub client try
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    try:
-        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def resolve_model_id(name: str) -> str:
     return ALIASES.get(name.lower(), name)
 
@@ -403,7 +389,7 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
         try:
             teacher = load(True)
         except OSError:
-            if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not _hub_reachable():
+            if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not hub_reachable():
                 raise
             teacher = load(False)
     except ValueError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 from makd_cli.errors import MakdError
@@ -62,3 +63,18 @@ def resolve_gguf(spec: str) -> Path:
             ) from None
     known = ", ".join(GGUF_ALIASES)
     raise MakdError(f"--llm {spec}: no such file, alias ({known}) or Hugging Face owner/repo/file.gguf")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """A quick probe, so that an offline machine fails at once instead of after minutes of retries."""
+    import socket
+    from urllib.parse import urlparse
+
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")):
+        return True  # direct connections may be blocked while the proxy works: let the hub client try
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    try:
+        socket.create_connection((url.hostname, url.port or 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
