@@ -22,6 +22,7 @@ import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets
+from makd_cli.registry import Registry
 
 QUESTION_KINDS = ("class_mcq", "class_yesno", "image_yesno")
 
@@ -142,15 +143,12 @@ def class_shuffled(targets: Targets, seed: int = 0) -> Targets:
     )
 
 
-CONTROLS: dict[str, Callable[..., Targets]] = {
-    "random-codes": random_codes,
-    "gaussian": gaussian_per_image,
-    "shuffled": class_shuffled,
-}
+CONTROLS: Registry[Callable[..., Targets]] = Registry("control")
+CONTROLS.add("random-codes", random_codes, "every class gets a random code of the teacher's shape")
+CONTROLS.add("gaussian", gaussian_per_image, "every image gets its own Gaussian logits (MaKD Table 3b)")
+CONTROLS.add("shuffled", class_shuffled, "the teacher's real targets handed to the wrong classes")
 
 
 def apply_control(name: str, targets: Targets, seed: int = 0, **kwargs) -> Targets:
     """Build control ``name`` for ``targets``; extra keyword arguments go to the control (e.g. labels)."""
-    if name not in CONTROLS:
-        raise MakdError(f"unknown control {name!r}; choose one of {', '.join(CONTROLS)}")
-    return CONTROLS[name](targets, seed=seed, **kwargs)
+    return CONTROLS.get(name)(targets, seed=seed, **kwargs)

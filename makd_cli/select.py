@@ -23,9 +23,12 @@ from scipy.spatial.distance import pdist
 from makd_cli.errors import MakdError
 from makd_cli.formats.questions import Question
 from makd_cli.formats.targets import Targets
+from makd_cli.registry import Registry
 from makd_cli.quality import INDISTINGUISHABLE_EPS, QUESTION_KINDS, class_signatures, question_stats
 
-STRATEGIES = ("maximin", "pairs")
+STRATEGIES: Registry[str] = Registry("selection strategy")
+STRATEGIES.add("maximin", "maximin", "grow the smallest distance between class signatures")
+STRATEGIES.add("pairs", "pairs", "fewest indistinguishable class pairs")
 _CHUNK = 1 << 22  # pair x candidate cells scored at once
 _ROUND = 10  # decimals: values equal to this precision count as ties
 

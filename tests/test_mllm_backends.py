@@ -28,7 +28,7 @@ from makd_cli.errors import MakdError
 from makd_cli.extract.image_yesno import extract_image_yesno, zero_shot_scores
 from makd_cli.formats.questions import Question, write_questions
 from makd_cli.formats.targets import read_targets
-from makd_cli.teachers.hf_mllm import load_mllm
+from makd_cli.teachers.backends import load_multimodal as load_mllm  # picks llama.cpp for GGUF, else transformers
 
 QUESTIONS = ["Is there a red <object> in the image?", "Does the <object> have wings?", "Is it a cat?"]
 CLASSES = ["cat", "dog", "red bird"]

@@ -1,33 +1,16 @@
 """Datasets: a registry of readers (one file each) plus splitting and transforms.
 
-Add a dataset by writing one module that decorates its loader with ``@register_dataset`` and
-listing the module in ``_MODULES`` below.
+Add a dataset by writing one module that decorates its loader with ``@register_dataset``; the
+registry finds it (every module of this package is imported on first use).
 """
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 
 from makd_cli.data.base import DatasetSplits, Split
 from makd_cli.data.registry import DATASETS, register_dataset
 from makd_cli.errors import MakdError
-
-_MODULES = (
-    "imagefolder",
-    "fashion_mnist",
-    "cub",
-    "stanford_cars",
-    "oxford_pets",
-    "flowers102",
-    "aircraft",
-    "dtd",
-    "caltech101",
-    "waterbirds",
-    "mini_imagenet",
-)
-for _m in _MODULES:
-    importlib.import_module(f"makd_cli.data.{_m}")
 
 
 def load_dataset(spec: str, seed: int = 0) -> DatasetSplits:

@@ -7,5 +7,6 @@ from typing import Callable
 
 from makd_cli.registry import Registry
 
-DATASETS: Registry[Callable[..., "object"]] = Registry("dataset")
+# Every module of makd_cli/data is imported on first use: a new reader file registers itself.
+DATASETS: Registry[Callable[..., "object"]] = Registry("dataset", package="makd_cli.data")
 register_dataset = DATASETS.register

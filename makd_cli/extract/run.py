@@ -72,7 +72,7 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
 
     from makd_cli.data import load_dataset
     from makd_cli.extract.image_yesno import extract_image_yesno, zero_shot_scores
-    from makd_cli.teachers.hf_mllm import load_mllm
+    from makd_cli.teachers.backends import load_multimodal
 
     if data is None:
         raise MakdError("--mllm needs --data: the images it looks at")
@@ -89,7 +89,7 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
         if questions is None:
             raise MakdError("--mllm --kind yesno needs --questions (yes/no aspect questions from `makd gen-questions --kind yesno`)")
         qs = read_questions(questions, kind="yesno")
-    teacher = load_mllm(name, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code,
+    teacher = load_multimodal(name, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code,
                         mmproj=mmproj, threads=threads)
     t0 = time.time()
     if kind == "yesno":

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib
 import json
 from pathlib import Path
 
 from makd_cli.errors import MakdError
 from makd_cli.inspect.views import VIEWS, ViewRequest
-
-_MODULES = ("heatmap", "quality", "question", "class_view", "curves", "tsne", "image_view", "gradcam")
-for _m in _MODULES:
-    importlib.import_module(f"makd_cli.inspect.{_m}")
 
 
 def _auto_view(source: Path) -> str:

@@ -26,7 +26,8 @@ class ViewRequest:
 
 
 # A view returns a JSON-serialisable dict of what it showed (printed with --json).
-VIEWS: Registry[Callable[[ViewRequest], dict]] = Registry("view")
+# Every module of makd_cli/inspect is imported on first use: a new view file registers itself.
+VIEWS: Registry[Callable[[ViewRequest], dict]] = Registry("view", package="makd_cli.inspect")
 register_view = VIEWS.register
 
 

@@ -1,4 +1,4 @@
-"""Methods: one file per method, registered with ``@register_method``; list new modules here.
+"""Methods: one file per method, registered with ``@register_method`` (found without a module list).
 
 ``build_terms("lavid+kd", ctx)`` returns the loss terms of a combined method; ``ce`` is the
 baseline and adds no term (CE on the class logits is always part of the loss).
@@ -6,14 +6,8 @@ baseline and adds no term (CE on the class logits is always part of the loss).
 
 from __future__ import annotations
 
-import importlib
-
 from makd_cli.errors import MakdError
 from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, register_method
-
-_MODULES = ("lavid", "makd", "kd", "dkd", "mlkd", "lead")
-for _m in _MODULES:
-    importlib.import_module(f"makd_cli.methods.{_m}")
 
 
 def method_names() -> list[str]:

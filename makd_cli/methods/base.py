@@ -89,7 +89,8 @@ class TargetTable:
         return self.table[batch.labels]
 
 
-METHODS: Registry[type[MethodTerm]] = Registry("method")
+# Every module of makd_cli/methods is imported on first use: a new method file registers itself.
+METHODS: Registry[type[MethodTerm]] = Registry("method", package="makd_cli.methods")
 register_method = METHODS.register
 
 

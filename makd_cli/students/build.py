@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from makd_cli.errors import MakdError
+from makd_cli.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -22,19 +23,24 @@ class StudentSpec:
     library: str  # "timm" or "torchvision"
     name: str
     help: str
+    alias: str = ""  # the --student name when it differs from the library's
 
 
-STUDENTS: dict[str, StudentSpec] = {
-    "resnet18": StudentSpec("timm", "resnet18", "ResNet-18 (the papers' main student)"),
-    "resnet34": StudentSpec("timm", "resnet34", "ResNet-34"),
-    "resnet50": StudentSpec("timm", "resnet50", "ResNet-50"),
-    "mobilenetv1": StudentSpec("timm", "mobilenetv1_100", "MobileNet-V1 (MaKD)"),
-    "mobilenet_v2": StudentSpec("torchvision", "mobilenet_v2", "MobileNet-V2 (LaViD)"),
-    "shufflenet_v2": StudentSpec("torchvision", "shufflenet_v2_x1_0", "ShuffleNet-V2 1.0x (LaViD)"),
-    "efficientnet_b0": StudentSpec("timm", "efficientnet_b0", "EfficientNet-B0 (MaKD)"),
-    "vit_b_16": StudentSpec("torchvision", "vit_b_16", "ViT-B/16 (224 px)"),
-    "small_cnn": StudentSpec("makd", "small_cnn", "a 4-layer CNN for quick CPU runs"),
-}
+# Named students; any other timm model name works too (``build_backbone``).
+STUDENTS: Registry[StudentSpec] = Registry("student")
+for _spec in (
+    StudentSpec("timm", "resnet18", "ResNet-18 (the papers' main student)"),
+    StudentSpec("timm", "resnet34", "ResNet-34"),
+    StudentSpec("timm", "resnet50", "ResNet-50"),
+    StudentSpec("timm", "mobilenetv1_100", "MobileNet-V1 (MaKD)", alias="mobilenetv1"),
+    StudentSpec("torchvision", "mobilenet_v2", "MobileNet-V2 (LaViD)"),
+    StudentSpec("torchvision", "shufflenet_v2_x1_0", "ShuffleNet-V2 1.0x (LaViD)", alias="shufflenet_v2"),
+    StudentSpec("timm", "efficientnet_b0", "EfficientNet-B0 (MaKD)"),
+    StudentSpec("torchvision", "vit_b_16", "ViT-B/16 (224 px)"),
+    StudentSpec("makd", "small_cnn", "a 4-layer CNN for quick CPU runs"),
+):
+    STUDENTS.add(_spec.alias or _spec.name, _spec, _spec.help)
+register_student = STUDENTS.add
 
 SMALL_IMAGE = 64  # at or below this side length, ResNets get a 3x3 stride-1 stem
 
@@ -109,7 +115,7 @@ def _adapt_small_images(model: nn.Module, image_size: int) -> None:
 
 
 def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
-    spec = STUDENTS.get(arch)
+    spec = STUDENTS.get(arch) if arch in STUDENTS else None
     if spec is None:
         # Any other timm name works too: users are not limited to the papers' students.
         import timm
@@ -135,7 +141,7 @@ def build_backbone(arch: str, image_size: int) -> tuple[nn.Module, int]:
 
 def _cached_pretrained(arch: str) -> nn.Module:
     """ImageNet weights from the local timm / Hugging Face / torch hub cache, never from the network."""
-    spec = STUDENTS.get(arch) or StudentSpec("timm", arch, "")
+    spec = STUDENTS.get(arch) if arch in STUDENTS else StudentSpec("timm", arch, "")
     try:
         if spec.library == "timm":
             import timm

@@ -350,15 +350,11 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
     """Load a transformers image-text-to-text model and its processor: bf16 on CUDA, fp32 on CPU.
 
     ``name`` is an alias (see ``ALIASES``), a hub id or a local directory. The local cache is
-    tried first so that an offline machine never waits on the network. A GGUF language model
-    (``.gguf`` path or llama.cpp alias) with its ``mmproj`` projector runs on llama.cpp instead
-    (``teachers/llamacpp_mllm.py``); an original InternVL2/2.5 checkpoint (``internvl_chat``) with
-    ``trust_remote_code`` goes through ``teachers/internvl_remote.py`` (GPU-only, untested on real weights).
+    tried first so that an offline machine never waits on the network. GGUF models are another
+    backend's (``teachers/backends/llamacpp.py``; ``teachers.backends.load_multimodal`` picks the
+    backend); an original InternVL2/2.5 checkpoint (``internvl_chat``) with ``trust_remote_code``
+    goes through ``teachers/internvl_remote.py`` (GPU-only, untested on real weights).
     """
-    from makd_cli.teachers.llamacpp_mllm import is_gguf_spec, load_llamacpp_mllm
-
-    if is_gguf_spec(name):
-        return load_llamacpp_mllm(name, mmproj, threads=threads, device=device)
     if mmproj is not None:
         raise MakdError(f"--mmproj goes with a GGUF --mllm (a .gguf language model for llama.cpp); {name} is a "
                         "transformers model and brings its own vision tower")

@@ -1,0 +1,46 @@
+"""Teacher backends as plug-ins: one small file per backend, each a decorated factory.
+
+``LANGUAGE_BACKENDS`` (``--backend`` of gen-questions / extract) hold factories
+``(spec, *, threads, seed, api_base, api_key_env, device, naive, **declared options) -> LanguageModel``;
+``MULTIMODAL_BACKENDS`` (``extract --mllm``) hold factories ``(name, *, device, trust_remote_code, mmproj,
+threads) -> MultimodalTeacher`` plus a ``claims(name)`` test; the first backend whose test accepts the
+model name loads it. The factories import their implementation lazily, so listing backends is cheap.
+Every module of this package is imported on first use: a new backend file registers itself.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+from makd_cli.registry import Registry, option_values
+
+LANGUAGE_BACKENDS: Registry = Registry("--backend", package="makd_cli.teachers.backends")
+MULTIMODAL_BACKENDS: Registry = Registry("multimodal backend", package="makd_cli.teachers.backends")
+register_language_backend = LANGUAGE_BACKENDS.register
+register_multimodal_backend = MULTIMODAL_BACKENDS.register
+
+COMMON = ("threads", "seed", "api_base", "api_key_env", "device", "naive")
+
+
+def accepted(cls, values: dict) -> dict:
+    """The keyword arguments ``cls`` takes: a backend's options reach it only once it accepts them."""
+    params = inspect.signature(cls).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return dict(values)
+    return {k: v for k, v in values.items() if k in params}
+
+
+def load_llm(spec: str, backend: str = "llama.cpp", **kwargs):
+    """Load language model ``spec`` with ``backend``; options of other backends in ``kwargs`` are ignored."""
+    entry = LANGUAGE_BACKENDS.entry(backend)
+    common = {k: kwargs[k] for k in COMMON if k in kwargs}
+    return entry.obj(spec, **common, **option_values(entry.options, kwargs))
+
+
+def load_multimodal(name: str, **kwargs):
+    """Load multimodal teacher ``name`` with the first backend that claims it (transformers last)."""
+    entries = sorted(MULTIMODAL_BACKENDS.entries(), key=lambda e: getattr(e.obj, "priority", 0))
+    for entry in entries:
+        if entry.obj.claims(name):
+            return entry.obj(name, **kwargs, **option_values(entry.options, kwargs))
+    raise AssertionError("the transformers backend claims every name")  # pragma: no cover
