@@ -5,7 +5,10 @@ STAMP := $(VENV)/.makd-setup-done
 
 .PHONY: setup demo test test-fast clean-demo
 
+# The llama.cpp check runs every time (a few seconds): a venv or home folder may be shared by machines
+# with different CPUs, and a build that does not fit this one must be replaced before anything runs.
 setup: $(STAMP)
+	@$(VENV)/bin/python -m makd_cli.llamacpp_build ensure
 
 $(STAMP): pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh

