@@ -20,7 +20,8 @@ def main() -> int:
     from makd_cli.teachers.models import DEFAULT_LLM, resolve_gguf
 
     path = resolve_gguf(os.environ.get("MAKD_SELFTEST_MODEL", DEFAULT_LLM))
-    llm = Llama(str(path), n_ctx=512, n_threads=min(2, os.cpu_count() or 1), seed=0, verbose=False)
+    # One thread: the kernels run the same, and a busy machine cannot stall OpenMP barriers.
+    llm = Llama(str(path), n_ctx=512, n_threads=1, n_threads_batch=1, seed=0, verbose=False)
     # A prompt long enough to go through the batched matrix kernels (where AMX crashed), then decoding.
     prompt = "List three colours of birds and three shapes of beaks. " * 6
     text = llm.create_completion(prompt, max_tokens=6, temperature=0.0)["choices"][0]["text"]
