@@ -70,9 +70,9 @@ def gen_questions(
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for --backend openai (key from $OPENAI_API_KEY)."),
     seed: int = typer.Option(0, help="Seed: the same seed and model give the same questions."),
     retries: int = typer.Option(4, help="Extra attempts per item when a generated item fails validation."),
-    temperature: float = typer.Option(0.8, help="Sampling temperature of the generator."),
-    max_tokens: int = typer.Option(70, "--max-tokens", help="description: CLIP token limit per description."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)."),
+    temperature: float = typer.Option(0.8, min=0, help="Sampling temperature of the generator (0 or more)."),
+    max_tokens: int = typer.Option(70, "--max-tokens", min=1, help="description: CLIP token limit per description."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report instead of text."),
 ):
     """Have an LLM write questions about the classes; every item is validated before it is kept.
@@ -80,10 +80,11 @@ def gen_questions(
     Small local models write weak questions: paper-quality question sets need a 7B+ model or an API
     (the papers used GPT-4o). The report says how many items survived validation and why others did not.
     """
+    from makd_cli.cli_plugins import plugin_options
     from makd_cli.questions.run import run_gen_questions
 
     report = run_gen_questions(classes, output, kind.value, n, options, select, llm, backend, api_base, seed, retries,
-                               temperature, max_tokens, threads, progress=not as_json)
+                               temperature, max_tokens, threads, progress=not as_json, backend_options=plugin_options())
 
     def render():
         r = report
@@ -120,21 +121,27 @@ def extract(
     object_word: str = typer.Option("object", help="--mllm: word that replaces <object> (the teacher must judge the image, not a class name)."),
     trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="--mllm: run the model repo's own code (InternVL2/2.5 original checkpoints need it; that path is GPU-only and untested in CI)."),
     batch_questions: int = typer.Option(64, help="--mllm: questions answered per forward pass from one cached image prefix."),
-    workers: int = typer.Option(2, help="--mllm: DataLoader workers decoding images while the model runs."),
+    workers: int = typer.Option(2, min=0, help="--mllm: DataLoader workers decoding images while the model runs."),
     device: Optional[str] = typer.Option(None, help="--mllm: cuda, cuda:1 or cpu (default: the GPU when there is one)."),
     restart: bool = typer.Option(False, help="Discard an unfinished run's saved progress instead of resuming it."),
     seed: int = typer.Option(0, help="Seed for control teachers."),
-    threads: Optional[int] = typer.Option(None, help="CPU threads for llama.cpp (default: all cores)."),
+    threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (classes, questions, seconds, prompts/s)."),
 ):
     """Have a teacher answer the questions; write targets.h5 (resumes after an interruption)."""
+    from makd_cli.cli_plugins import plugin_options
+    from makd_cli.device import check_device_name
     from makd_cli.extract.run import run_extract
+
+    if device is not None:
+        check_device_name(device)
 
     summary = run_extract(output=output, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip,
                           teacher=teacher, backend=backend, prompt_layout=prompt_layout, labels=labels,
                           temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json,
                           kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
-                          batch_questions=batch_questions, workers=workers, device=device, api_base=api_base, mmproj=mmproj)
+                          batch_questions=batch_questions, workers=workers, device=device, api_base=api_base, mmproj=mmproj,
+                          backend_options=plugin_options())
 
     def render():
         s = summary
@@ -161,12 +168,12 @@ def train(
     targets: Optional[Path] = typer.Option(None, "--targets", help="Targets file from `makd extract` (lavid, makd)."),
     student: str = typer.Option("resnet18", help="resnet18/34/50, mobilenetv1, mobilenet_v2, shufflenet_v2, efficientnet_b0, vit_b_16, small_cnn, or a timm name."),
     epochs: int = typer.Option(240, help="Epochs (the papers: 240); the lr milestones 150/180/210 scale with it."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", help="Batch size (the papers: 16)."),
-    lr: float = typer.Option(0.01, help="SGD learning rate (the papers: 0.01)."),
-    momentum: float = typer.Option(0.9),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay"),
+    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1, help="Batch size (the papers: 16)."),
+    lr: float = typer.Option(0.01, min=0, help="SGD learning rate (the papers: 0.01)."),
+    momentum: float = typer.Option(0.9, min=0, max=1, help="SGD momentum."),
+    weight_decay: float = typer.Option(5e-4, "--weight-decay", min=0, help="SGD weight decay."),
     milestones: Optional[str] = typer.Option(None, help="Comma-separated epochs where lr drops 10x (default: scaled 150,180,210)."),
-    aux_weight: Optional[float] = typer.Option(None, "--aux-weight", "--alpha", "--lambda", help="Weight of the method's loss (default: makd 4, lavid 40)."),
+    aux_weight: Optional[float] = typer.Option(None, "--aux-weight", "--alpha", "--lambda", min=0, help="Weight of the method's loss (default: makd 4, lavid 40)."),
     aspect_loss: str = typer.Option("bce", help="makd: bce (paper) or kl (ablation, makd.txt Table 3a)."),
     control: Optional[str] = typer.Option(None, help="Replace the targets by a control of the same shape: random-codes, gaussian, shuffled."),
     teacher_ckpt: Optional[Path] = typer.Option(None, "--teacher-ckpt", help="Teacher checkpoint for kd/dkd/mlkd."),
@@ -175,35 +182,40 @@ def train(
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
     train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split)."),
-    image_size: Optional[int] = typer.Option(None, "--image-size", help="Input side length (default: native size up to 64 px, else 224)."),
+    image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input side length (default: native size up to 64 px, else 224)."),
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache) or a local .pth/.safetensors file."),
     seed: int = typer.Option(0),
     runs: int = typer.Option(1, help="Train this many seeds (seed, seed+1, ...) into OUTPUT/seedN."),
-    workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: 0 on small CPUs)."),
+    workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers (default: 0 on small CPUs)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the student."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    moco_queue: int = typer.Option(65536, "--moco-queue", help="--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536)."),
-    moco_momentum: float = typer.Option(0.999, "--moco-momentum", help="--method lead-ssl: momentum of the key encoder."),
+    moco_queue: int = typer.Option(65536, "--moco-queue", min=1, help="--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536)."),
+    moco_momentum: float = typer.Option(0.999, "--moco-momentum", min=0, max=1, help="--method lead-ssl: momentum of the key encoder."),
     moco_temperature: float = typer.Option(0.2, "--moco-temperature", help="--method lead-ssl: InfoNCE temperature."),
-    moco_dim: int = typer.Option(128, "--moco-dim", help="--method lead-ssl: output width of the projection MLP."),
+    moco_dim: int = typer.Option(128, "--moco-dim", min=1, help="--method lead-ssl: output width of the projection MLP."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs."""
+    from makd_cli.cli_plugins import plugin_options
+    from makd_cli.device import check_device_name
     from makd_cli.train import TrainConfig
     from makd_cli.train.runs import train_runs
+
+    check_device_name(device)
 
     cfg = TrainConfig(
         data=data, out=str(output), method=method, targets=str(targets) if targets else None, student=student, epochs=epochs,
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-        milestones=[int(x) for x in milestones.split(",")] if milestones else None, aux_weight=aux_weight,
+        milestones=_milestones(milestones), aux_weight=aux_weight,
         aspect_loss=aspect_loss, control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None,
         kd_temperature=kd_temperature, logit_standardize=logit_standardize, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
         resume=resume, quiet=quiet or as_json,
         moco_queue=moco_queue, moco_momentum=moco_momentum, moco_temperature=moco_temperature, moco_dim=moco_dim,
+        extra=plugin_options(),
     )
     results = train_runs(cfg, runs)
 
@@ -213,6 +225,18 @@ def train(
                       f"({r['split']['train']} train / {r['split']['val']} val images)")
 
     _emit({"runs": results}, as_json, render)
+
+
+def _milestones(text: Optional[str]) -> Optional[List[int]]:
+    if not text:
+        return None
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise MakdError(f"--milestones {text!r}: give comma-separated epochs, e.g. 150,180,210") from None
+    if not values or min(values) < 1:
+        raise MakdError(f"--milestones {text!r}: epochs start at 1")
+    return values
 
 
 # ---------------------------------------------------------------------------------------------
@@ -330,15 +354,68 @@ def data_info(data: str = typer.Argument(...), as_json: bool = typer.Option(Fals
     _emit(info, as_json, lambda: out.print_json(json.dumps(info)))
 
 
-def main() -> None:
+# ---------------------------------------------------------------------------------------------
+_KINDS = {  # makd plugins KIND: module and registry of each plug-in kind
+    "dataset": ("makd_cli.data.registry", "DATASETS"),
+    "student": ("makd_cli.students.build", "STUDENTS"),
+    "method": ("makd_cli.methods.base", "METHODS"),
+    "backend": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS"),
+    "multimodal-backend": ("makd_cli.teachers.backends", "MULTIMODAL_BACKENDS"),
+    "control": ("makd_cli.controls", "CONTROLS"),
+    "view": ("makd_cli.inspect.views", "VIEWS"),
+    "strategy": ("makd_cli.select", "STRATEGIES"),
+}
+
+
+@app.command("plugins")
+def plugins(kind: Optional[str] = typer.Argument(None, help=f"One kind: {', '.join(_KINDS)} (default: all)."),
+            as_json: bool = typer.Option(False, "--json", help="Print names, help and declared options as JSON.")):
+    """List the plug-ins makd knows (datasets, students, methods, backends, controls, views, strategies) and their options."""
+    import importlib
+
+    if kind is not None and kind not in _KINDS:
+        raise MakdError(f"unknown plug-in kind {kind!r}; choose one of: {', '.join(_KINDS)}")
+    listing = {k: getattr(importlib.import_module(mod), attr).describe_full()
+               for k, (mod, attr) in _KINDS.items() if kind in (None, k)}
+
+    def render():
+        for k, entries in listing.items():
+            out.print(f"[bold]{k}[/]")
+            for name, e in entries.items():
+                out.print(f"  {name:<16} {e['help']}", highlight=False)
+                for o in e["options"]:
+                    limits = f"; {o['limits']}" if o["limits"] else ""
+                    out.print(f"  {'':<16}   {o['flag']} ({o['type']}, default {o['default']}{limits}): {o['help']}", highlight=False)
+
+    _emit(listing, as_json, render)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    """The console entry point: every usage error and ``MakdError`` leaves as one line on stderr, exit 2."""
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+    from typer.exceptions import Abort
+
+    from makd_cli.cli_plugins import build_command, one_line
+
+    args = sys.argv[1:] if argv is None else list(argv)
     try:
-        app()
+        code = build_command(app, args).main(args=args, prog_name="makd", standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        print(exc.ctx.get_help() if exc.ctx else exc.format_message())
+        sys.exit(2)
+    except ClickException as exc:  # unknown option, bad number, missing file: the parser's usage errors
+        err.print(f"[bold red]makd: error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        sys.exit(2 if isinstance(exc, UsageError) else exc.exit_code)
+    except Abort:
+        code = 130
     except MakdError as exc:
         err.print(f"[bold red]makd: error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
+        code = 130
+    if code == 130:
         err.print("makd: interrupted; finished work is saved, run the same command again to resume")
-        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

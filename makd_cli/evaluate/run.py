@@ -10,7 +10,7 @@ from rich.table import Table
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, format_markdown
 from makd_cli.progress import progress_bar
-from makd_cli.train.loop import resolve_device
+from makd_cli.device import resolve_device
 
 
 def expand_checkpoints(paths: list[Path]) -> list[Path]:

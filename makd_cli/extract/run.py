@@ -24,13 +24,16 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
                 mllm: str | None, clip: str | None, teacher: str | None, backend: str, prompt_layout: str, labels: str,
                 temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True,
                 kind: str = "yesno", split: str = "train", object_word: str = "object", trust_remote_code: bool = False,
-                batch_questions: int = 64, workers: int = 2, device: str | None = None, api_base: str | None = None, mmproj: Path | None = None) -> dict:
+                batch_questions: int = 64, workers: int = 2, device: str | None = None, api_base: str | None = None, mmproj: Path | None = None,
+                backend_options: dict | None = None) -> dict:
     chosen = [name for name, v in (("--llm", llm), ("--mllm", mllm), ("--clip", clip), ("--teacher", teacher)) if v]
     if len(chosen) != 1:
         raise MakdError("choose exactly one teacher: --llm MODEL, --mllm MODEL, --clip MODEL or --teacher random|word-embedding"
                         + (f" (got {', '.join(chosen)})" if chosen else ""))
     if labels not in ("digits", "letters"):
         raise MakdError("--labels must be digits or letters")
+    if classes is not None and data is not None:
+        raise MakdError("give the classes one way: --classes FILE or --data DATASET (its classes), not both")
     if mmproj is not None and mllm is None:
         raise MakdError("--mmproj goes with --mllm MODEL.gguf (the vision projector of a llama.cpp language model)")
     if teacher is not None:
@@ -53,7 +56,7 @@ def run_extract(*, output: Path, questions: Path | None, classes: Path | None, d
 
     if prompt_layout not in LAYOUTS:
         raise MakdError(f"--prompt-layout {prompt_layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
-    model = load_llm(llm, backend, threads=threads, seed=seed, api_base=api_base)
+    model = load_llm(llm, backend, threads=threads, seed=seed, api_base=api_base, **(backend_options or {}))
     units = len(class_names) if prompt_layout == "paper" else len(qs)
     with progress_bar(f"extract ({prompt_layout})", units, progress) as advance:
         _, summary = extract_class_answers(

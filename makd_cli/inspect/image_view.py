@@ -79,7 +79,7 @@ def load_student(source: Path, device: str = "cpu"):
 
 
 def resolve_device(name: str | None) -> str:
-    from makd_cli.train.loop import resolve_device as _resolve
+    from makd_cli.device import resolve_device as _resolve
 
     return str(_resolve(name or "auto"))
 

@@ -13,7 +13,7 @@ from makd_cli.teachers.registry import load_llm
 
 def run_gen_questions(classes_path: Path, output: Path, kind: str, n: int, m: int, select: int | None, llm_spec: str,
                       backend: str, api_base: str | None, seed: int, retries: int, temperature: float,
-                      max_tokens: int, threads: int | None, progress: bool = True) -> dict:
+                      max_tokens: int, threads: int | None, progress: bool = True, backend_options: dict | None = None) -> dict:
     classes = read_classes(classes_path)
     if n < 1:
         raise MakdError("-n must be at least 1")
@@ -23,7 +23,9 @@ def run_gen_questions(classes_path: Path, output: Path, kind: str, n: int, m: in
         raise MakdError("--select takes yesno questions and a number between 1 and -n")
     if retries < 0:
         raise MakdError("--retries must be 0 or more")
-    llm = load_llm(llm_spec, backend, threads=threads, seed=seed, api_base=api_base)
+    if temperature < 0:
+        raise MakdError("--temperature must be 0 or more")
+    llm = load_llm(llm_spec, backend, threads=threads, seed=seed, api_base=api_base, **(backend_options or {}))
     total = len(classes) if kind == "description" else n
     with progress_bar(f"{kind} questions", total, progress) as advance:
         step = lambda kept, attempts: advance(completed=kept, info=f"{attempts} tries")  # noqa: E731

@@ -124,7 +124,7 @@ def load_clip(name: str, device: str | None = None, dtype: torch.dtype | None = 
     ``name``: alias (clip-b16, clip-b32, clip-l14), hub id or local directory."""
     from transformers import CLIPModel, CLIPProcessor
 
-    from makd_cli.teachers.hf_mllm import default_device
+    from makd_cli.device import default_device
     from makd_cli.teachers.models import hub_reachable
 
     repo = resolve_clip_id(name)

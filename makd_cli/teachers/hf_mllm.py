@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from makd_cli.device import default_device
 from makd_cli.errors import MakdError
 from makd_cli.teachers.models import hub_reachable
 
@@ -333,12 +334,6 @@ class HFMultimodalTeacher:
             logp = torch.log_softmax(self._forward(False, **enc).logits[0, -n - 1 : -1].float(), -1)
             out.append(logp.gather(1, enc["input_ids"][0, -n:, None]).sum().item())
         return np.asarray(out, dtype=np.float32)
-
-
-def default_device() -> str:
-    if torch.cuda.is_available():
-        return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"  # one GPU per torchrun rank
-    return "cpu"
 
 
 def resolve_model_id(name: str) -> str:

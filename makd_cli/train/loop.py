@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import TorchSplit, default_image_size, eval_transform, train_transform
+from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
@@ -33,14 +34,6 @@ from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
 from makd_cli.train.distributed import all_reduce_sums, barrier, init_distributed, per_rank_batch, shutdown
 from makd_cli.train.progress import TrainProgress
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise MakdError(f"--device {name} asked for, but this machine has no CUDA GPU; use --device cpu")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:

@@ -44,7 +44,8 @@ from makd_cli.methods.base import MethodContext
 from makd_cli.methods.lead import TeacherDistribution
 from makd_cli.students import build_student
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.loop import _check_resume, _load_targets, default_workers, resolve_device, run_paths, seed_everything
+from makd_cli.device import resolve_device
+from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths, seed_everything
 from makd_cli.train.progress import TrainProgress
 
 METHOD = "lead-ssl"
