@@ -364,6 +364,7 @@ _KINDS = {  # makd plugins KIND: module and registry of each plug-in kind
     "control": ("makd_cli.controls", "CONTROLS"),
     "view": ("makd_cli.inspect.views", "VIEWS"),
     "strategy": ("makd_cli.select", "STRATEGIES"),
+    "task": ("makd_cli.train.tasks", "TASKS"),
 }
 
 

@@ -22,15 +22,10 @@ import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets
+from makd_cli.numerics import softmax
 from makd_cli.registry import Registry
 
 QUESTION_KINDS = ("class_mcq", "class_yesno", "image_yesno")
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def random_signature_array(kind: str, shape: tuple[int, ...], rng: np.random.Generator,
@@ -42,7 +37,7 @@ def random_signature_array(kind: str, shape: tuple[int, ...], rng: np.random.Gen
     """
     if kind in ("class_mcq", "image_clip"):
         logits = rng.standard_normal(shape)
-        return _softmax(logits), logits
+        return softmax(logits), logits
     if kind in ("class_yesno", "image_yesno"):
         return rng.uniform(0.0, 1.0, size=shape), None
     if kind == "class_vector":

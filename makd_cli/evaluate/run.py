@@ -8,23 +8,15 @@ from pathlib import Path
 from rich.table import Table
 
 from makd_cli.errors import MakdError
+from makd_cli.run_folder import run_checkpoints
 from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, format_markdown
 from makd_cli.progress import progress_bar
 from makd_cli.device import resolve_device
 
 
 def expand_checkpoints(paths: list[Path]) -> list[Path]:
-    """Run folders stand for their best.pt (and seedN/best.pt of multi-seed runs)."""
-    found: list[Path] = []
-    for p in paths:
-        if p.is_dir():
-            inner = sorted(p.glob("best.pt")) or sorted(p.glob("seed*/best.pt"))
-            if not inner:
-                raise MakdError(f"{p} holds no best.pt; give a checkpoint or a run folder from `makd train`")
-            found += inner
-        else:
-            found.append(p)
-    return found
+    """Run folders stand for their best.pt, else last.pt, and each seedN/ of multi-seed runs (``run_folder.py``)."""
+    return [c for p in paths for c in run_checkpoints(Path(p))]
 
 
 def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json, console, probe: bool = False) -> list[dict]:

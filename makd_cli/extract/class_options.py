@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from makd_cli.errors import MakdError
+from makd_cli.numerics import softmax
 from makd_cli.extract.resume import ResumeStore
 from makd_cli.formats.questions import PLACEHOLDER, Question
 from makd_cli.formats.targets import Targets, write_targets
@@ -84,13 +85,6 @@ def _logsumexp_rows(logits: np.ndarray, groups: list[list[int]]) -> np.ndarray:
         mx = z.max()
         vals[i] = mx + np.log(np.exp(z - mx).sum())
     return vals
-
-
-def softmax(z: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = z / temperature
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 @dataclass

@@ -22,6 +22,7 @@ import numpy as np
 
 from makd_cli.data.base import Split
 from makd_cli.errors import MakdError
+from makd_cli.numerics import softmax
 from makd_cli.extract.resume import ResumeStore
 from makd_cli.fileio import sha256_text
 from makd_cli.formats.questions import Question
@@ -237,8 +238,7 @@ def zero_shot_scores(teacher, split: Split, classes: list[str], out_path=None, *
         if len(ok) == 0:
             raise MakdError(f"none of the {len(split)} images could be read; nothing to score")
         s = scores.astype(np.float64)
-        probs = np.exp(s - s.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = softmax(s, axis=1)
         labels = split.labels[ok]
         targets = Targets(
             kind="image_clip", classes=list(classes), question_ids=[], probs=probs, logits=scores,

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from makd_cli.errors import MakdError
+from makd_cli.numerics import softmax
+from makd_cli.run_folder import checkpoint_path as first_checkpoint
 from makd_cli.formats.targets import Targets, read_targets
 from makd_cli.inspect.heatmap import shorten
 from makd_cli.inspect.question import question_text, questions_by_id
@@ -22,12 +24,9 @@ from makd_cli.inspect.views import ViewRequest, register_view, save_figure
 
 # --------------------------------------------------------------------------- shared helpers
 def checkpoint_path(source: Path) -> Path:
-    """A checkpoint, or a run folder standing for its best.pt (the first seed's for multi-seed runs)."""
+    """A checkpoint, or a run folder standing for its best.pt (else last.pt; the first seed's for multi-seed runs)."""
     if source.is_dir():
-        for p in [source / "best.pt", source / "last.pt", *sorted(source.glob("seed*/best.pt"))]:
-            if p.exists():
-                return p
-        raise MakdError(f"{source} holds no best.pt; give a checkpoint or a run folder written by `makd train`")
+        return first_checkpoint(source)
     if source.suffix in (".h5", ".hdf5"):
         raise MakdError(f"{source} is a targets file; this view needs a checkpoint or run folder from `makd train`")
     return source
@@ -205,11 +204,6 @@ def display_image(x) -> np.ndarray:
 
     arr = x.detach().cpu().numpy().transpose(1, 2, 0) * np.array(STD) + np.array(MEAN)
     return np.clip(arr, 0, 1)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 # --------------------------------------------------------------------------- the view

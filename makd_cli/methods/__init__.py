@@ -6,23 +6,33 @@ baseline and adds no term (CE on the class logits is always part of the loss).
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from makd_cli.errors import MakdError
 from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, register_method
+from makd_cli.registry import Option, option_values
 
 
 def method_names() -> list[str]:
-    return ["ce"] + METHODS.names()
+    from makd_cli.train.tasks import task_methods
+
+    return ["ce"] + METHODS.names() + task_methods()
+
+
+def _with_options(ctx: MethodContext, name: str) -> MethodContext:
+    """``ctx`` with method ``name``'s declared options checked and their defaults filled in."""
+    return replace(ctx, options={**ctx.options, **option_values(METHODS.options(name), ctx.options)})
 
 
 def build_terms(spec: str, ctx: MethodContext) -> list[MethodTerm]:
     parts = [p.strip() for p in spec.split("+") if p.strip()]
     if not parts:
         raise MakdError("--method is empty; use ce, lavid, makd or a combination such as lavid+kd")
-    terms = [METHODS.get(p)(ctx) for p in parts if p != "ce"]
+    terms = [METHODS.get(p)(_with_options(ctx, p)) for p in parts if p != "ce"]
     with_targets = [t for t in terms if t.target_kinds]
     if len(with_targets) > 1:
         raise MakdError(f"--method {spec}: only one target-based method at a time (found {', '.join(t.name for t in with_targets)})")
     return terms
 
 
-__all__ = ["Batch", "METHODS", "MethodContext", "MethodTerm", "build_terms", "method_names", "register_method"]
+__all__ = ["Batch", "METHODS", "MethodContext", "MethodTerm", "Option", "build_terms", "method_names", "register_method"]

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from makd_cli.errors import MakdError
+from makd_cli.numerics import softmax
 
 ALIASES = {
     "clip-b16": "openai/clip-vit-base-patch16",
@@ -105,9 +106,7 @@ def class_distribution(image_emb: np.ndarray, text_emb: np.ndarray, temperature:
     """(logits = cos / temperature, probs = softmax over classes, entropy = H(p) / log C), all N-row arrays.
     Computed in float64 so that the rows sum to 1 whatever the temperature."""
     logits = image_emb.astype(np.float64) @ text_emb.astype(np.float64).T / temperature
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z)
-    probs /= probs.sum(axis=1, keepdims=True)
+    probs = softmax(logits, axis=1)
     C = probs.shape[1]
     with np.errstate(divide="ignore", invalid="ignore"):
         h = -np.where(probs > 0, probs * np.log(np.where(probs > 0, probs, 1.0)), 0.0).sum(axis=1)

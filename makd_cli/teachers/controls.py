@@ -16,6 +16,7 @@ import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.fileio import sha256_file
+from makd_cli.numerics import softmax
 from makd_cli.formats.questions import read_questions
 from makd_cli.formats.targets import Targets, write_targets
 
@@ -57,8 +58,7 @@ def run_control_teacher(name: str, *, output: Path, questions: Path | None, clas
         ids = [q.id for q in qs]
         if qs[0].kind == "mcq":
             z = rng.standard_normal((len(classes), len(qs), len(qs[0].options)))
-            p = np.exp(z - z.max(-1, keepdims=True))
-            t = Targets("class_mcq", classes, ids, p / p.sum(-1, keepdims=True), z, teacher="control:random",
+            t = Targets("class_mcq", classes, ids, softmax(z), z, teacher="control:random",
                         questions_sha256=sha256_file(questions), option_labels=[str(i + 1) for i in range(z.shape[-1])], meta={"seed": seed})
         elif qs[0].kind == "yesno":
             z = rng.standard_normal((len(classes), len(qs)))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from makd_cli.errors import MakdError
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.loop import train
+from makd_cli.train.tasks import task_for
 
 
 def train_runs(cfg: TrainConfig, runs: int = 1) -> list[dict]:
@@ -15,9 +15,7 @@ def train_runs(cfg: TrainConfig, runs: int = 1) -> list[dict]:
         raise MakdError("--runs must be at least 1")
     if cfg.epochs < 1:
         raise MakdError("--epochs must be at least 1")
-    run = train
-    if cfg.method == "lead-ssl":  # LEAD's self-supervised variant has its own loop (MoCo v2)
-        from makd_cli.train.moco import train_moco as run
+    run = task_for(cfg.method).run  # classify (CE + method terms), or moco for --method lead-ssl
     if runs == 1:
         return [run(cfg)]
     return [run(replace(cfg, seed=cfg.seed + k, out=str(Path(cfg.out) / f"seed{cfg.seed + k}"))) for k in range(runs)]
