@@ -81,10 +81,12 @@ def gen_questions(
     (the papers used GPT-4o). The report says how many items survived validation and why others did not.
     """
     from makd_cli.cli_plugins import plugin_options
-    from makd_cli.questions.run import run_gen_questions
+    from makd_cli.questions.run import GenQuestionsConfig, run_gen_questions
 
-    report = run_gen_questions(classes, output, kind.value, n, options, select, llm, backend, api_base, seed, retries,
-                               temperature, max_tokens, threads, progress=not as_json, backend_options=plugin_options())
+    report = run_gen_questions(GenQuestionsConfig(
+        classes=classes, output=output, kind=kind.value, n=n, options=options, select=select, llm=llm, backend=backend,
+        api_base=api_base, seed=seed, retries=retries, temperature=temperature, max_tokens=max_tokens, threads=threads,
+        progress=not as_json, backend_options=plugin_options()))
 
     def render():
         r = report
@@ -315,9 +317,10 @@ def select(
     as_json: bool = typer.Option(False, "--json"),
 ):
     """Keep the Q questions whose answers best separate the classes (measured, not hoped for)."""
-    from makd_cli.select import run_select
+    from makd_cli.select import SelectConfig, run_select
 
-    report = run_select(targets, questions, q, output_questions, output_targets, strategy)
+    report = run_select(SelectConfig(targets=targets, questions=questions, q=q, out_questions=output_questions,
+                                     out_targets=output_targets, strategy=strategy))
 
     def render():
         b, a = report["before"], report["after"]

@@ -16,6 +16,8 @@ Strategies (greedy, one question per step, deterministic):
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from scipy.spatial.distance import pdist
@@ -119,13 +121,27 @@ def subset_questions(questions: list[Question], ids: list[str]) -> list[Question
     return [by_id[i] for i in ids]
 
 
-def run_select(targets_path, questions_path, q: int, out_questions, out_targets, strategy: str = "maximin") -> dict:
+@dataclass(frozen=True, kw_only=True)
+class SelectConfig:
+    """Everything ``makd select`` takes."""
+
+    targets: Path  # targets over an over-generated question set
+    questions: Path  # the questions those targets answer
+    q: int  # how many questions to keep
+    out_questions: Path
+    out_targets: Path
+    strategy: str = "maximin"
+
+
+def run_select(cfg: SelectConfig) -> dict:
     """``makd select``: measure, pick ``q`` questions, write the subset questions and targets files."""
     from makd_cli.fileio import sha256_file
     from makd_cli.formats.questions import read_questions, write_questions
     from makd_cli.formats.targets import read_targets, write_targets
     from makd_cli.quality import quality_report
 
+    targets_path, questions_path, q, strategy = cfg.targets, cfg.questions, cfg.q, cfg.strategy
+    out_questions, out_targets = cfg.out_questions, cfg.out_targets
     targets = read_targets(targets_path)
     questions = read_questions(questions_path)
     if targets.questions_sha256 and targets.questions_sha256 != sha256_file(questions_path):

@@ -209,15 +209,17 @@ def test_yesno_validation_and_bounded_retries():
 
 @needs_smollm
 def test_gen_questions_same_seed_same_file(tmp_path):
-    from makd_cli.questions.run import run_gen_questions
+    from makd_cli.questions.run import GenQuestionsConfig, run_gen_questions
 
     cfile = tmp_path / "classes.txt"
     cfile.write_text("\n".join(CLASSES) + "\n")
 
     def gen(name, seed):
         try:
-            rep = run_gen_questions(cfile, tmp_path / name, "yesno", 1, 5, None, "smollm2-135m", "llama.cpp", None, seed,
-                                    2, 0.8, 70, 1, progress=False)
+            rep = run_gen_questions(GenQuestionsConfig(
+                classes=cfile, output=tmp_path / name, kind="yesno", n=1, options=5, select=None, llm="smollm2-135m",
+                backend="llama.cpp", api_base=None, seed=seed, retries=2, temperature=0.8, max_tokens=70, threads=1,
+                progress=False))
             return (tmp_path / name).read_bytes(), rep
         except MakdError as exc:  # a 135M model may write nothing valid: then the same failure, twice
             return str(exc), None

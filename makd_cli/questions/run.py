@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from makd_cli.errors import MakdError
@@ -11,10 +12,33 @@ from makd_cli.questions.generate import generate_descriptions, generate_mcq, gen
 from makd_cli.teachers.registry import load_llm
 
 
-def run_gen_questions(classes_path: Path, output: Path, kind: str, n: int, m: int, select: int | None, llm_spec: str,
-                      backend: str, api_base: str | None, seed: int, retries: int, temperature: float,
-                      max_tokens: int, threads: int | None, progress: bool = True, backend_options: dict | None = None) -> dict:
-    classes = read_classes(classes_path)
+@dataclass(frozen=True, kw_only=True)
+class GenQuestionsConfig:
+    """Everything ``makd gen-questions`` takes (the flags of the same names)."""
+
+    classes: Path  # class list, one name per line
+    output: Path  # questions file to write (JSONL)
+    llm: str  # alias, .gguf path, hub id or API model name
+    kind: str = "mcq"  # mcq | yesno | description
+    n: int = 20
+    options: int = 5  # answer options per mcq question
+    select: int | None = None  # yesno: let the LLM select and rank this many of n
+    backend: str = "llama.cpp"
+    api_base: str | None = None
+    seed: int = 0
+    retries: int = 4
+    temperature: float = 0.8
+    max_tokens: int = 70  # description: CLIP token limit
+    threads: int | None = None
+    progress: bool = True
+    backend_options: dict = field(default_factory=dict)  # options the chosen backend declares (--concurrency ...)
+
+
+def run_gen_questions(cfg: GenQuestionsConfig) -> dict:
+    """Generate, validate and write the questions; returns the report (kept, rejected by reason, notes)."""
+    kind, n, m, select, seed, retries, temperature = cfg.kind, cfg.n, cfg.options, cfg.select, cfg.seed, cfg.retries, cfg.temperature
+    output, max_tokens = cfg.output, cfg.max_tokens
+    classes = read_classes(cfg.classes)
     if n < 1:
         raise MakdError("-n must be at least 1")
     if kind == "mcq" and not 2 <= m <= 9:
@@ -25,9 +49,9 @@ def run_gen_questions(classes_path: Path, output: Path, kind: str, n: int, m: in
         raise MakdError("--retries must be 0 or more")
     if temperature < 0:
         raise MakdError("--temperature must be 0 or more")
-    llm = load_llm(llm_spec, backend, threads=threads, seed=seed, api_base=api_base, **(backend_options or {}))
+    llm = load_llm(cfg.llm, cfg.backend, threads=cfg.threads, seed=seed, api_base=cfg.api_base, **cfg.backend_options)
     total = len(classes) if kind == "description" else n
-    with progress_bar(f"{kind} questions", total, progress) as advance:
+    with progress_bar(f"{kind} questions", total, cfg.progress) as advance:
         step = lambda kept, attempts: advance(completed=kept, info=f"{attempts} tries")  # noqa: E731
         if kind == "mcq":
             questions, report = generate_mcq(llm, classes, n, m, seed, retries, temperature, step)

@@ -1,4 +1,9 @@
-"""What every language-model backend offers the question generator and the extractor."""
+"""What every teacher backend offers the question generator and the extractors.
+
+``LanguageModel``: the language-only backends (llama.cpp, transformers, OpenAI-compatible APIs).
+``MultimodalTeacher``: the image-text backends ``makd extract --mllm`` drives (transformers,
+llama.cpp with an mmproj, InternVL's remote code); ``extract/image_yesno.py`` uses nothing else.
+"""
 
 from __future__ import annotations
 
@@ -44,3 +49,37 @@ class LanguageModel:
         if len(set(flat)) != len(flat):
             raise MakdError(f"option labels {labels} share tokens for {self.name}; choose distinct labels")
         return ids
+
+
+class MultimodalTeacher:
+    """An image-text model answering questions about one image at a time, from one cached image prefix.
+
+    ``prepare_*`` tokenises the prompts once; ``preprocessor(prep)`` turns an image into the encoded
+    inputs (it runs in DataLoader workers); ``*_from_encoded`` scores every prompt for that image.
+    """
+
+    backend = "?"
+    name = "?"
+    dtype = None  # the compute dtype, recorded in the targets' meta
+    yes_ids: list[int] = []
+    no_ids: list[int] = []
+
+    def prepare_yesno(self, questions: list[str]): ...
+    def prepare_answers(self, question: str, answers: list[str]): ...
+    def preprocessor(self, prep, naive: bool = False): ...
+    def yesno_from_encoded(self, enc: dict, prep, batch_questions: int = 64) -> np.ndarray: ...
+    def answer_logliks_from_encoded(self, enc: dict, prep, batch_answers: int = 32) -> np.ndarray: ...
+    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False) -> np.ndarray: ...
+
+    def close(self) -> None:
+        """Free native resources (llama.cpp); the transformers teachers need nothing."""
+
+
+def common_prefix_len(a, b) -> int:
+    """How many leading items two token sequences share (how much of a KV cache can be reused)."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n

@@ -9,7 +9,6 @@ Loaded with transformers' ``CLIPModel`` / ``CLIPProcessor`` from a local directo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -124,7 +123,7 @@ def load_clip(name: str, device: str | None = None, dtype: torch.dtype | None = 
     from transformers import CLIPModel, CLIPProcessor
 
     from makd_cli.device import default_device
-    from makd_cli.teachers.models import hub_reachable
+    from makd_cli.teachers.models import may_download
 
     repo = resolve_clip_id(name)
     device = device or default_device()
@@ -146,7 +145,7 @@ def load_clip(name: str, device: str | None = None, dtype: torch.dtype | None = 
         try:
             model, processor = load(True)
         except OSError:
-            if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not hub_reachable():
+            if not may_download(local_dir):
                 raise
             model, processor = load(False)
     except OSError as exc:

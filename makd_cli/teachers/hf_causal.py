@@ -20,17 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from makd_cli.errors import MakdError
-from makd_cli.teachers.base import LanguageModel
+from makd_cli.teachers.base import LanguageModel, common_prefix_len
 from makd_cli.teachers.models import hub_reachable
 
 
-def _lcp(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+_lcp = common_prefix_len  # how much of the KV cache a new prompt can reuse
 
 
 def _offline() -> bool:

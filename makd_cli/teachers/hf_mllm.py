@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import inspect
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from PIL import Image
 
 from makd_cli.device import default_device
 from makd_cli.errors import MakdError
-from makd_cli.teachers.models import hub_reachable
+from makd_cli.teachers.base import MultimodalTeacher, common_prefix_len
+from makd_cli.teachers.models import may_download
 
 ALIASES = {
     "internvl2-1b": "OpenGVLab/InternVL2-1B",
@@ -70,19 +70,10 @@ def answer_token_ids(tokenizer, words) -> list[int]:
     return ids
 
 
-def _lcp(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
 def _image_span(ids: list[int], text_ids: list[int]) -> tuple[int, int]:
     """(a, s) with ids == text_ids[:a] + expansion + text_ids[s:]: where the processor put the image
     tokens into a prompt that the plain tokenizer wrote with one placeholder."""
-    a = _lcp(ids, text_ids)
+    a = common_prefix_len(ids, text_ids)
     b, lim = 0, min(len(ids), len(text_ids)) - a
     while b < lim and ids[-1 - b] == text_ids[-1 - b]:
         b += 1
@@ -112,7 +103,7 @@ class ImagePreprocessor:
         return dict(self.processor(text=[self.prompt], images=[image], return_tensors="pt"))
 
 
-class HFMultimodalTeacher:
+class HFMultimodalTeacher(MultimodalTeacher):
     backend = "transformers"
 
     def __init__(self, model, processor, name: str):
@@ -154,7 +145,7 @@ class HFMultimodalTeacher:
             ids = [self.tokenizer(p)["input_ids"] for p in prompts]
             cut = min(len(t) for t in ids) - 1  # every suffix keeps at least one token
             for t in ids[1:]:
-                cut = min(cut, _lcp(ids[0], t))
+                cut = min(cut, common_prefix_len(ids[0], t))
             if max_cut is not None:
                 cut = min(cut, max_cut)
             self._prepared[key] = Prepared(list(prompts), ids, cut)
@@ -380,7 +371,7 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
         try:
             teacher = load(True)
         except OSError:
-            if local_dir or os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false") or not hub_reachable():
+            if not may_download(local_dir):
                 raise
             teacher = load(False)
     except ValueError as exc:

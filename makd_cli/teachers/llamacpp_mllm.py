@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from makd_cli.errors import MakdError
+from makd_cli.teachers.base import MultimodalTeacher
 from makd_cli.teachers.models import GGUF_ALIASES, is_gguf
 
 YESNO_SUFFIX = " Answer yes or no."  # the same prompt text as the transformers teacher
@@ -93,7 +94,7 @@ def _rgb(image) -> np.ndarray:
     return np.ascontiguousarray(a)
 
 
-class LlamaCppMultimodalTeacher:
+class LlamaCppMultimodalTeacher(MultimodalTeacher):
     backend = "llama.cpp"
 
     def __init__(self, model: str, mmproj, *, n_ctx: int = 4096, threads: int | None = None, seed: int = 0,

@@ -78,3 +78,13 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return True
     except OSError:
         return False
+
+
+def hub_offline() -> bool:
+    """HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set: models load from the local cache only."""
+    return any(os.environ.get(v, "0").lower() not in ("0", "", "false", "no") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def may_download(local_dir: bool) -> bool:
+    """After a cache miss: try the hub only for a hub id, when not offline and the hub answers."""
+    return not local_dir and not hub_offline() and hub_reachable()
