@@ -103,7 +103,7 @@ def resolve_gguf(spec: str) -> Path:
                 f"could not get {filename} from Hugging Face repo {repo} ({type(exc).__name__}); without a network, "
                 f"download it elsewhere and pass the local .gguf path"
             ) from None
-    known = ", ".join(GGUF_ALIASES)
+    known = ", ".join(embedded_aliases())
     raise MakdError(f"--llm {spec}: no such file, alias ({known}) or Hugging Face owner/repo/file.gguf")
 
 
