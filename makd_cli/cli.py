@@ -300,9 +300,13 @@ def inspect(
     t-SNE of aspect outputs, one image's aspects, and Grad-CAM. See docs/inspect.md for a picture of each view."""
     from makd_cli.inspect.run import run_inspect
 
-    run_inspect(source, output, "quality" if quality or drop_low_entropy else view, question, class_name, top, questions,
-                terminal, as_json, out, {"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
-                                         "targets": targets, "limit": limit, "device": device})
+    result = run_inspect(source, output, "quality" if quality or drop_low_entropy else view, question, class_name, top, questions,
+                         terminal, as_json, out, {"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
+                                                  "targets": targets, "limit": limit, "device": device})
+    if as_json:
+        print(json.dumps(result, indent=1, default=str))
+    elif output:
+        out.print(f"wrote {output}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +369,7 @@ _KINDS = {  # makd plugins KIND: module and registry of each plug-in kind
     "backend": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS"),
     "multimodal-backend": ("makd_cli.teachers.backends", "MULTIMODAL_BACKENDS"),
     "control": ("makd_cli.controls", "CONTROLS"),
+    "teacher": ("makd_cli.controls", "CONTROL_TEACHERS"),
     "teacher": ("makd_cli.controls", "CONTROL_TEACHERS"),
     "view": ("makd_cli.inspect.views", "VIEWS"),
     "strategy": ("makd_cli.select", "STRATEGIES"),

@@ -36,13 +36,12 @@ import math
 import numpy as np
 from scipy.spatial.distance import pdist, squareform
 
-from makd_cli.controls import random_signature_array
+from makd_cli.controls import QUESTION_KINDS, random_signature_array
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets
 
 LOW_ENTROPY_THRESHOLD = 0.15
 INDISTINGUISHABLE_EPS = 0.05
-QUESTION_KINDS = ("class_mcq", "class_yesno", "image_yesno")
 OVERALL_KEYS = ("min_distance", "mean_distance", "effective_rank", "effective_rank_centered", "indistinguishable_pairs")
 
 

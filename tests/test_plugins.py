@@ -252,3 +252,11 @@ def test_bad_flags_of_other_commands_are_one_line(tiny_data, tmp_path, capsys, m
     code, _, err = _main(capsys, *[str(tiny_data) if a == "DATA" else a for a in args])
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert code == 2 and len(lines) == 1 and fragment in lines[0] and "Traceback" not in err, err
+
+
+def test_inspect_returns_numbers_and_the_cli_prints_them(mcq_targets_file, tmp_path, capsys):
+    code, out, err = _main(capsys, "inspect", mcq_targets_file, "--view", "heatmap", "--json", "--no-terminal")
+    assert code == 0, err
+    assert isinstance(json.loads(out), dict)
+    code, out, err = _main(capsys, "inspect", mcq_targets_file, "--view", "heatmap", "-o", tmp_path / "h.png", "--no-terminal")
+    assert code == 0 and f"wrote {tmp_path / 'h.png'}" in " ".join(out.split()) and (tmp_path / "h.png").exists()

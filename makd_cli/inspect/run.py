@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from makd_cli.errors import MakdError
@@ -29,9 +28,4 @@ def run_inspect(source, output, view, question, class_name, top, questions, term
     name = _auto_view(source) if view == "auto" else view
     req = ViewRequest(source, Path(output) if output else None, console, question, class_name, top,
                       Path(questions) if questions else None, terminal, as_json, options)
-    result = VIEWS.get(name)(req)
-    if as_json:
-        print(json.dumps(result, indent=1, default=str))
-    elif output:
-        console.print(f"wrote {output}")
-    return result
+    return VIEWS.get(name)(req)  # the view's numbers; cli.py prints them (--json) or says where the picture went
