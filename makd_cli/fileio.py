@@ -1,36 +1,204 @@
-"""Atomic writes and hashing: long jobs never leave a half-written output behind."""
+"""The one writer and the file checks every job shares.
+
+``atomic_path`` is how every output is written: a temporary file beside the target, renamed over it
+in one step, so an interrupted or failed write never leaves a half-written output and an earlier good
+output survives. The temporary file gets the permissions a plain ``open(path, "w")`` would give
+(the umask, or the old file's mode), a full disk or a read-only folder becomes one line naming the
+file, and hidden ``.NAME.*.tmp`` leftovers of a killed run are removed the next time. ``output_lock``
+keeps two jobs from producing the same output at once.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
+import socket
+import stat
 import tempfile
+import time
 from pathlib import Path
 from typing import Iterator
+
+from makd_cli.errors import MakdError
+
+_DISK_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_NOT_ALLOWED = {errno.EACCES, errno.EPERM, errno.EROFS}
+STALE_TMP_SECONDS = 600  # a leftover whose writer we cannot identify is removed once it is this old
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _new_file_mode(path: Path) -> int:
+    """The mode ``open(path, "w")`` would leave: the old file's mode, else 0666 minus the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return 0o666 & ~_umask()
+
+
+def _host() -> str:
+    return socket.gethostname().replace(".", "_").replace("-", "_") or "host"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(path: Path) -> int:
+    """Remove ``.NAME.*.tmp`` files beside ``path`` left by a killed writer; returns how many went.
+
+    Temporaries carry ``HOST-PID`` in their name: one from this host whose process is gone is stale.
+    Others (another host, or an older makd's name) go once they are ``STALE_TMP_SECONDS`` old."""
+    removed = 0
+    try:
+        candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
+    except OSError:
+        return 0
+    host = _host()
+    for tmp in candidates:
+        parts = tmp.name[len(path.name) + 2:].split(".")
+        owner = parts[0].rsplit("-", 1) if parts else []
+        try:
+            if len(owner) == 2 and owner[0] == host and owner[1].isdigit():
+                stale = not _pid_alive(int(owner[1]))
+            else:
+                stale = time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS
+            if stale:
+                tmp.unlink()
+                removed += 1
+        except OSError:
+            continue
+    return removed
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
+    """An output file path that can be written: not a folder, not under a file; its folder is created."""
+    path = Path(path)
+    if path.is_dir():
+        raise MakdError(f"{what} {path} is a directory; give a file path")
+    parent = path.parent
+    for up in [parent, *parent.parents]:
+        if up.exists():
+            if not up.is_dir():
+                raise MakdError(f"cannot write {what} {path}: {up} is a file, not a folder")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise MakdError(f"cannot create the folder of {what} {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def write_error(path: Path, exc: BaseException) -> MakdError | None:
+    """The one-line error for a failed write of ``path``, or None when ``exc`` is not an I/O failure."""
+    code = getattr(exc, "errno", None)
+    text = str(exc)
+    if code in _DISK_FULL or "No space left" in text or "Disk quota" in text:
+        return MakdError(f"cannot write {path}: the disk is full; free space and run again (an earlier {path.name} is untouched)")
+    if code in _NOT_ALLOWED:
+        return MakdError(f"cannot write {path}: {os.strerror(code)}; choose a writable -o (an earlier {path.name} is untouched)")
+    if isinstance(exc, OSError) and code is not None:
+        return MakdError(f"cannot write {path}: {os.strerror(code)} (an earlier {path.name} is untouched)")
+    return None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
+
+    Write through a Python file object where you can (``open(tmp, "wb")``): a full disk then raises
+    ``OSError(ENOSPC)``, which leaves here as one line and the earlier output intact."""
+    path = check_output_path(path)
+    clean_stale_temporaries(path)
+    mode = _new_file_mode(path)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_host()}-{os.getpid()}.", suffix=suffix + ".tmp", dir=path.parent)
+    except OSError as exc:
+        raise (write_error(path, exc) or MakdError(f"cannot write {path}: {exc}")) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, path)
+        try:
+            os.chmod(tmp_path, mode)  # mkstemp makes 0600; outputs get what a normal write gives
+            yield tmp_path
+            with open(tmp_path, "rb") as fh:
+                os.fsync(fh.fileno())
+            os.replace(tmp_path, path)
+        except (OSError, RuntimeError) as exc:
+            error = write_error(path, exc)
+            if error is None:
+                raise
+            raise error from None
     finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
+        with contextlib.suppress(OSError):
+            if tmp_path.exists():
+                tmp_path.unlink()
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, suffix: str = "") -> None:
+    with atomic_path(path, suffix=suffix) as tmp:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+
+
+@contextlib.contextmanager
+def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]:
+    """Hold an exclusive lock on producing ``path`` (a hidden ``.NAME.lock`` beside it).
+
+    A second job on the same output stops with one line naming the holder (pid and host). The lock is
+    an ``flock``, so a killed holder releases it; the lock file is removed on release."""
+    import fcntl
+
+    path = check_output_path(path, what)
+    lock_file = path.parent / f".{path.name}.lock"
+    while True:
+        try:
+            fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o666 & ~_umask())
+        except OSError as exc:
+            raise (write_error(path, exc) or MakdError(f"cannot lock {path}: {exc}")) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "unknown"
+            finally:
+                os.close(fd)
+            raise MakdError(f"{path} is being written by another makd job ({holder}); wait for it to finish or choose another -o") from None
+        # The file may have been removed by the previous holder between our open and our lock: retry.
+        try:
+            same = os.stat(lock_file).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        with contextlib.suppress(OSError):  # the holder's name is a courtesy: a full disk fails later, at the output
+            os.ftruncate(fd, 0)
+            os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_file.unlink()
+        os.close(fd)
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -46,11 +214,30 @@ def sha256_text(text: str) -> str:
 
 
 def require_file(path: str | os.PathLike, what: str) -> Path:
-    from makd_cli.errors import MakdError
-
     p = Path(path)
     if not p.exists():
         raise MakdError(f"{what} {p} does not exist; check the path")
     if p.is_dir():
         raise MakdError(f"{what} {p} is a directory; give a file")
     return p
+
+
+def read_bytes(path: str | os.PathLike, what: str) -> bytes:
+    """The bytes of an input file; a missing, folder or unreadable path is one line naming it."""
+    p = require_file(path, what)
+    try:
+        return p.read_bytes()
+    except OSError as exc:
+        raise MakdError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
+
+
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """An input text file as UTF-8 (a leading byte-order mark dropped); anything else is one line."""
+    p = Path(path)
+    data = read_bytes(p, what)
+    if b"\x00" in data:
+        raise MakdError(f"{what} {p} is binary, not text (it holds NUL bytes); give a UTF-8 text file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise MakdError(f"{what} {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8") from None

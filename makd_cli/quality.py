@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.spatial.distance import pdist, squareform
+from scipy.spatial.distance import squareform
 
 from makd_cli.controls import QUESTION_KINDS, random_signature_array
 from makd_cli.errors import MakdError
@@ -103,20 +103,54 @@ def question_stats(S: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
+def singular_values(X: np.ndarray) -> np.ndarray:
+    """Singular values of X from the eigenvalues of its smaller Gram matrix (X Xᵀ or Xᵀ X).
+
+    A full SVD of a 1000 x 500 signature matrix took 2.7 s on 2 cores and the report needs twelve;
+    the Gram route is a matrix product and a symmetric eigensolve (about 30x faster). Its error on
+    tiny singular values barely moves the entropy of the normalised spectrum."""
+    X = np.asarray(X, dtype=np.float64)
+    G = X @ X.T if X.shape[0] <= X.shape[1] else X.T @ X
+    return np.sqrt(np.clip(np.linalg.eigvalsh(G), 0.0, None))[::-1]
+
+
 def effective_rank(X: np.ndarray) -> float:
     """exp of the Shannon entropy of the singular values normalised to sum 1 (0 for a zero matrix)."""
-    s = np.linalg.svd(X, compute_uv=False)
+    s = singular_values(X)
     if s.sum() <= 1e-12:
         return 0.0
     p = s / s.sum()
     return float(np.exp(_entropy(p)))
 
 
-def overall_figures(S: np.ndarray, eps: float = INDISTINGUISHABLE_EPS) -> dict:
-    """Distances, effective ranks and indistinguishable pairs for a C x Q x K signature cube."""
+def pairwise_distances(X: np.ndarray, exact_below: float) -> np.ndarray:
+    """Condensed Euclidean distances between the rows of X (the order of ``scipy.spatial.distance.pdist``).
+
+    Through the Gram matrix (one matrix product, 5x faster than pdist on 1000 x 500), then every pair
+    closer than ``exact_below`` is recomputed from the differences, so small distances (the minimum,
+    indistinguishable pairs, identical rows at exactly 0) are as exact as pdist's."""
+    X = np.asarray(X, dtype=np.float64)
+    n = len(X)
+    if n < 2:
+        return np.zeros(0)
+    sq = np.einsum("ij,ij->i", X, X)
+    i, j = np.triu_indices(n, 1)
+    d2 = np.maximum((sq[:, None] + sq[None, :] - 2.0 * (X @ X.T))[i, j], 0.0)
+    near = np.flatnonzero(d2 < exact_below ** 2 + 1e-9 * (1.0 + sq.max()))
+    for lo in range(0, len(near), 8192):  # bounded memory when many rows coincide
+        k = near[lo:lo + 8192]
+        diff = X[i[k]] - X[j[k]]
+        d2[k] = np.einsum("ij,ij->i", diff, diff)
+    return np.sqrt(d2)
+
+
+def overall_figures(S: np.ndarray, eps: float = INDISTINGUISHABLE_EPS, d: np.ndarray | None = None) -> dict:
+    """Distances, effective ranks and indistinguishable pairs for a C x Q x K signature cube
+    (``d``: its condensed pairwise distances, when already computed)."""
     X = S.reshape(S.shape[0], -1)
-    d = pdist(X) if len(X) > 1 else np.zeros(0)
     threshold = eps * math.sqrt(S.shape[1])
+    if d is None:
+        d = pairwise_distances(X, 2 * threshold)
     return {
         "min_distance": float(d.min()) if d.size else 0.0,
         "mean_distance": float(d.mean()) if d.size else 0.0,
@@ -162,14 +196,15 @@ def quality_report(targets: Targets, seed: int = 0, n_random: int = 5,
             row.update({k: (int(v[q]) if k == "groups" else float(v[q])) for k, v in stats.items()})
             row["low_entropy"] = bool(row["answer_entropy"] < low_entropy_threshold)
             questions.append(row)
-    D = squareform(pdist(S.reshape(len(S), -1)))
+    d = pairwise_distances(S.reshape(len(S), -1), 2 * eps * math.sqrt(S.shape[1]))
+    D = squareform(d)
     np.fill_diagonal(D, np.inf)
     classes = []
     for i, name in enumerate(names):
         j = int(np.argmin(D[i]))
         classes.append({"index": int(present[i]), "name": name, "nearest": names[j],
                         "nearest_index": int(present[j]), "distance": float(D[i, j])})
-    teacher = overall_figures(S, eps)
+    teacher = overall_figures(S, eps, d)
     rand, rand_std = _random_baseline(targets.kind, S, seed, n_random, eps)
     n_low = sum(q["low_entropy"] for q in questions)
     closest = min(classes, key=lambda c: (c["distance"], c["index"]))

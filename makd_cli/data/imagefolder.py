@@ -19,12 +19,20 @@ def scan_class_folders(root: Path, classes: list[str] | None = None) -> tuple[li
         classes = [d.name for d in dirs]
     if not classes:
         raise MakdError(f"{root} has no class folders; an ImageFolder dataset needs one folder of images per class")
+    # A class folder of the test split that training lacks would be silently dropped from the test.
+    extra = [d.name for d in dirs if d.name not in classes]
+    if extra:
+        raise MakdError(f"{root} has class folder(s) {', '.join(map(repr, extra[:3]))} that the training split lacks; "
+                        "every test class needs training images")
     paths, labels = [], []
     for label, name in enumerate(classes):
         folder = root / name
         if not folder.is_dir():
             raise MakdError(f"{root} lacks the class folder {name!r} that the training split has")
-        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
+        files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        if not files:
+            raise MakdError(f"class folder {folder} has no images ({', '.join(sorted(IMAGE_EXTENSIONS))}); "
+                            "add images or remove the folder")
         paths += files
         labels += [label] * len(files)
     if not paths:

@@ -6,6 +6,9 @@ aggregated as mean and standard deviation.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -65,12 +68,18 @@ def checkpoint_and_dataset(path: str, data: str | None, verb: str):
 
 
 def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | None = None, split: str = "test",
-                        batch_size: int = 256, device: str = "cpu", progress=None) -> dict:
+                        batch_size: int = 256, device: str = "cpu", progress=None, cache: bool = True) -> dict:
     ckpt, data, ds = checkpoint_and_dataset(path, data, "evaluate")
-    model = student_from_checkpoint(ckpt).to(device)
     part = ds.test if split == "test" else ds.train
-    pred = predict(model, part, eval_transform(ckpt["image_size"], ckpt.get("native_size")), batch_size, 0, device, progress)
-    metrics = classification_metrics(pred["logits"], pred["labels"], ds.classes, part.groups, ds.group_names)
+
+    def run_model() -> dict:
+        model = student_from_checkpoint(ckpt).to(device)
+        return predict(model, part, eval_transform(ckpt["image_size"], ckpt.get("native_size")), batch_size, 0, device, progress,
+                       what=split)
+
+    pred = cached_predictions(path, data, part, ckpt, split, run_model) if cache else run_model()
+    groups = None if part.groups is None else part.groups[pred["index"]]
+    metrics = classification_metrics(pred["logits"], pred["labels"], ds.classes, groups, ds.group_names)
     targets_path = targets_path or ckpt["config"].get("targets")
     targets = None
     if targets_path and ckpt["head"].get("slices"):
@@ -85,16 +94,39 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
         "checkpoint": str(path), "data": data, "split": split, "student": ckpt["arch"], "method": cfg["method"],
         "control": cfg.get("control"), "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
         "train_per_class": cfg.get("per_class"), **metrics, "aspect_agreement": agreement,
+        "settings": run_settings(ckpt), "unreadable_images": pred.get("unreadable"),
     }
 
 
 GROUP_KEYS = ["data", "student", "method", "control", "train_per_class", "epochs"]
+# Settings that do not change what a run learns (or are the seed, which aggregation is over).
+NOT_A_SETTING = {"seed", "out", "resume", "quiet", "workers", "device", "compile", "data", "student", "method", "control",
+                 "per_class", "epochs"}
+
+
+def run_settings(ckpt: dict) -> dict:
+    """Every training setting that shapes the result, as printable values: runs are only averaged
+    together when all of these agree (the targets by content, not by path)."""
+    settings = {k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v, sort_keys=True)
+                for k, v in ckpt["config"].items() if k not in NOT_A_SETTING}
+    settings["targets_sha256"] = (ckpt["head"].get("targets_sha256") or "")[:12] or None
+    if settings["targets_sha256"]:
+        settings.pop("targets", None)  # the content decides, the path does not
+    return settings
+
+
+def differing_settings(results: list[dict]) -> list[str]:
+    """The settings whose values differ between the evaluated runs (shown as columns, grouped by)."""
+    keys = sorted({k for r in results for k in (r.get("settings") or {})})
+    return [k for k in keys if len({json.dumps((r.get("settings") or {}).get(k), default=str) for r in results}) > 1]
 
 
 def comparison_table(results: list[dict]) -> pd.DataFrame:
+    differ = differing_settings(results)
     rows = []
     for r in results:
         row = {k: r.get(k) for k in GROUP_KEYS + ["seed"]}
+        row.update({k: "-" if (r.get("settings") or {}).get(k) is None else str(r["settings"][k]) for k in differ})
         row.update({"top1": r["top1"], "top5": r["top5"], "mean_per_class": r["mean_per_class"]})
         if "worst_group" in r:
             row["worst_group"] = r["worst_group"]
@@ -106,16 +138,57 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
     df["control"] = df["control"].fillna("-")
     df["train_per_class"] = df["train_per_class"].fillna("all")
     metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae") if c in df]
-    grouped = df.groupby(GROUP_KEYS, sort=False, dropna=False)
+    grouped = df.groupby(GROUP_KEYS + differ, sort=False, dropna=False)
     table = grouped[metrics].mean()
     std = grouped[metrics].std(ddof=0).fillna(0.0)
     table = table.join(std.add_suffix("_std"))
     table["runs"] = grouped.size()
-    return table.reset_index()
+    table = table.reset_index()
+    table.attrs["differ"] = differ  # the settings columns, for the printers
+    return table
+
+
+def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compute) -> dict:
+    """``compute()``'s predictions, cached in the checkpoint's folder under a key of the checkpoint's
+    content, the evaluated images (ids and labels) and the evaluation settings: a second ``makd eval``
+    of the same run loads them instead of running the network again. A folder that cannot be written
+    just goes without a cache."""
+    from makd_cli.fileio import atomic_path, sha256_file, sha256_text
+
+    key = sha256_text(json.dumps({
+        "checkpoint": sha256_file(path), "data": data, "split": split, "image_size": ckpt.get("image_size"),
+        "native_size": ckpt.get("native_size"), "cache_version": PREDICTION_CACHE_VERSION,
+        "images": sha256_text(json.dumps([list(part.ids), np.asarray(part.labels).tolist()])),
+    }, sort_keys=True))[:20]
+    file = Path(path).parent / f".eval-{Path(path).stem}-{split}-{key}.npz"
+    if file.is_file():
+        try:
+            with np.load(file) as z:
+                pred = {k: z[k] for k in ("logits", "extra", "labels", "index")}
+                unreadable = json.loads(str(z["unreadable"]))
+            pred["ids"] = [part.ids[i] for i in pred["index"]]
+            pred["unreadable"] = unreadable
+            return pred
+        except Exception:  # a damaged cache is recomputed, never trusted
+            pass
+    pred = compute()
+    for old in Path(path).parent.glob(f".eval-{Path(path).stem}-{split}-*.npz"):
+        old.unlink(missing_ok=True)  # predictions of an older checkpoint or dataset
+    try:
+        with atomic_path(file, suffix=".npz") as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, logits=pred["logits"], extra=pred["extra"], labels=pred["labels"], index=pred["index"],
+                         unreadable=np.asarray(json.dumps(pred.get("unreadable"))))
+    except (MakdError, OSError):
+        pass
+    return pred
+
+
+PREDICTION_CACHE_VERSION = 1
 
 
 def format_markdown(table: pd.DataFrame) -> str:
-    cols = [c for c in GROUP_KEYS if table[c].nunique() > 1 or c == "method"]
+    cols = [c for c in GROUP_KEYS if table[c].nunique() > 1 or c == "method"] + list(table.attrs.get("differ", []))
     metrics = [("top1", "top-1"), ("top5", "top-5"), ("mean_per_class", "per-class")]
     if "worst_group" in table:
         metrics.append(("worst_group", "worst group"))

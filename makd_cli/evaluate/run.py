@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from rich.table import Table
 
+from makd_cli.data.transforms import unreadable_note
 from makd_cli.errors import MakdError
 from makd_cli.run_folder import run_checkpoints
 from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, format_markdown
@@ -29,6 +31,9 @@ def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json,
         for p in paths:
             results.append(evaluate_checkpoint(str(p), data, str(targets) if targets else None, split, device=dev))
             advance(info=p.name)
+    for r in results:  # on stderr, so --json and csv output stay clean
+        if r.get("unreadable_images"):
+            print(f"makd: {r['checkpoint']}: {unreadable_note(r['unreadable_images'])}", file=sys.stderr)
     if probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features (train -> test)
         from makd_cli.evaluate.probe import probe_checkpoint
 
@@ -46,11 +51,13 @@ def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json,
         print(table.to_csv(index=False), end="")
     else:
         t = Table(title=f"{split} accuracy (%)")
-        for col in ("method", "control", "student", "runs", "top-1", "top-5", "per-class"):
-            t.add_column(col, justify="right" if col not in ("method", "control", "student") else "left")
+        differ = list(table.attrs.get("differ", []))  # settings that differ between runs: each value its own row
+        for col in ("method", "control", "student", *differ, "runs", "top-1", "top-5", "per-class"):
+            t.add_column(col, justify="right" if col not in ("method", "control", "student", *differ) else "left")
         for _, r in table.iterrows():
             pm = lambda k: f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["runs"] > 1 else "")  # noqa: E731
-            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), str(int(r["runs"])), pm("top1"), pm("top5"), pm("mean_per_class"))
+            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), *(str(r[k]) for k in differ), str(int(r["runs"])),
+                      pm("top1"), pm("top5"), pm("mean_per_class"))
         console.print(t)
         for r in results:
             ag = r.get("aspect_agreement") or {}

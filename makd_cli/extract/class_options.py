@@ -160,7 +160,7 @@ def extract_class_answers(
     t0, n_prompts, tokens0, resumed, prompt_tokens = time.time(), 0, llm.evaluated_tokens, 0, 0
     for key, cells in units:
         if store.done(key):
-            raw[tuple(zip(*cells))] = store.load(key)["logits"]
+            raw[tuple(zip(*cells))] = store.load_checked(key, logits=(len(cells), M))["logits"]
             resumed += 1
         else:
             vals, n_tok = score_unit(llm, plan, [build_messages(plan, questions[q], classes[c], layout) for c, q in cells], naive)

@@ -145,7 +145,7 @@ def run_chunks(split: Split, preprocess, compute, width: int, *, out, fingerprin
             if not store.done(key(k)):
                 raise MakdError(f"{label}: chunk {k} is missing from {store.dir}; under torchrun the output folder "
                                 "must be on a file system that every rank shares")
-            chunks[k] = store.load(key(k))
+            chunks[k] = store.load_checked(key(k), index=(None,), rows=(None, width), failed=(None,))
     parts = [chunks[k] for k in range(n_chunks)]
     cat = lambda name, empty: np.concatenate([p[name] for p in parts]) if parts else empty  # noqa: E731
     return (cat("rows", np.zeros((0, width), np.float32)), cat("index", np.zeros(0, np.int64)),

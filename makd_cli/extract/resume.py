@@ -25,7 +25,7 @@ class ResumeStore:
         if restart and self.dir.exists():
             shutil.rmtree(self.dir)
         if self.dir.exists() and fp_file.exists():
-            old = json.loads(fp_file.read_text())
+            old = self._read_fingerprint(fp_file)
             if old != self.fingerprint:
                 changed = sorted(k for k in set(old) | set(self.fingerprint) if old.get(k) != self.fingerprint.get(k))
                 raise MakdError(
@@ -34,6 +34,18 @@ class ResumeStore:
                 )
         self.dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(fp_file, json.dumps(self.fingerprint, sort_keys=True, indent=1))
+
+    def _damaged(self, path: Path, why: str) -> MakdError:
+        return MakdError(f"{path} is damaged ({why}); pass --restart to discard the unfinished run in {self.dir}")
+
+    def _read_fingerprint(self, fp_file: Path) -> dict:
+        try:
+            old = json.loads(fp_file.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise self._damaged(fp_file, type(exc).__name__) from None
+        if not isinstance(old, dict):
+            raise self._damaged(fp_file, "not a JSON object")
+        return old
 
     def _file(self, key: str) -> Path:
         return self.dir / f"unit-{key}.npz"
@@ -47,8 +59,25 @@ class ResumeStore:
                 np.savez(fh, **arrays)
 
     def load(self, key: str) -> dict[str, np.ndarray]:
-        with np.load(self._file(key)) as z:
-            return {k: z[k] for k in z.files}
+        path = self._file(key)
+        try:  # allow_pickle stays False: a unit holds arrays only
+            with np.load(path) as z:
+                return {k: z[k] for k in z.files}
+        except BaseException as exc:  # zip, pickle and EOF errors of a truncated or foreign file
+            if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                raise
+            raise self._damaged(path, type(exc).__name__) from None
+
+    def load_checked(self, key: str, **shapes: tuple) -> dict[str, np.ndarray]:
+        """``load`` and check each named array's shape (None in a shape matches any length)."""
+        arrays = self.load(key)
+        for name, shape in shapes.items():
+            a = arrays.get(name)
+            if a is None or a.ndim != len(shape) or any(w is not None and w != h for w, h in zip(shape, a.shape)):
+                raise self._damaged(self._file(key), f"{name} has shape {None if a is None else a.shape}, expected {shape}")
+            if a.dtype.kind not in "fiub":
+                raise self._damaged(self._file(key), f"{name} is not numeric")
+        return arrays
 
     def finished_units(self) -> int:
         return len(list(self.dir.glob("unit-*.npz")))

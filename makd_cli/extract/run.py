@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import sha256_file
+from makd_cli.fileio import output_lock, sha256_file
 from makd_cli.formats.questions import read_classes, read_questions
 from makd_cli.progress import progress_bar
 
@@ -20,7 +21,16 @@ def _class_list(classes: Path | None, data: str | None) -> list[str]:
     raise MakdError("give the classes: --classes FILE or --data DATASET")
 
 
-def run_extract(*, output: Path, questions: Path | None, classes: Path | None, data: str | None, llm: str | None,
+def run_extract(*, output: Path, **options) -> dict:
+    """Run the extraction while holding the output's lock: a second job on the same -o stops at once
+    (naming the holder) instead of repeating all the work. Under torchrun only rank 0 takes it."""
+    if os.environ.get("RANK", "0") != "0":
+        return _run_extract(output=output, **options)
+    with output_lock(output, "targets file"):
+        return _run_extract(output=output, **options)
+
+
+def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, data: str | None, llm: str | None,
                 mllm: str | None, clip: str | None, teacher: str | None, backend: str, prompt_layout: str, labels: str,
                 temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True,
                 kind: str = "yesno", split: str = "train", object_word: str = "object", trust_remote_code: bool = False,

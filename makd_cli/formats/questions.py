@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import atomic_write_text, require_file
+from makd_cli.fileio import atomic_write_text, read_text
 
 FORMAT_VERSION = 1
 PLACEHOLDER = "<object>"
@@ -59,9 +59,9 @@ def write_questions(path: str | Path, questions: list[Question]) -> None:
 
 def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
     """Read and check a questions file; ``kind`` restricts it to one kind."""
-    path = require_file(path, "questions file")
+    path = Path(path)
     questions: list[Question] = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for lineno, line in enumerate(read_text(path, "questions file").splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{lineno}"
@@ -81,10 +81,19 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
             raise MakdError(f"{where} has kind {rec.get('kind')!r}; expected one of {', '.join(KINDS)}")
         if not isinstance(rec.get("text"), str) or not rec["text"].strip():
             raise MakdError(f"{where} has no question text")
+        options = rec.get("options") or []
+        if not isinstance(options, list) or not all(isinstance(o, str) and o.strip() for o in options):
+            raise MakdError(f"{where}: options must be a list of non-empty strings, found {json.dumps(options)[:60]}")
+        if len(set(options)) != len(options):
+            raise MakdError(f"{where}: options repeat ({', '.join(sorted({o for o in options if options.count(o) > 1}))}); each option must differ")
+        for name, want, types in (("class_name", "a string", (str, type(None))), ("source", "an object", (dict, type(None))),
+                                  ("id", "a string", (str, type(None)))):
+            if not isinstance(rec.get(name), types):
+                raise MakdError(f"{where}: {name} must be {want}, found {json.dumps(rec.get(name))[:60]}")
         q = Question(
             kind=rec["kind"],
             text=rec["text"],
-            options=list(rec.get("options") or []),
+            options=list(options),
             class_name=rec.get("class_name"),
             source=dict(rec.get("source") or {}),
             id=str(rec.get("id") or ""),
@@ -122,8 +131,8 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
 
 def read_classes(path: str | Path) -> list[str]:
     """A class list: one class name per line (blank lines and # comments ignored)."""
-    path = require_file(path, "class list")
-    names = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    path = Path(path)
+    names = [ln.strip() for ln in read_text(path, "class list").splitlines()]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise MakdError(f"class list {path} is empty; write one class name per line")

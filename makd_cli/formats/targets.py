@@ -15,6 +15,7 @@ questions_sha256, option_labels and a JSON ``meta``.
 
 from __future__ import annotations
 
+import io
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import h5py
 import numpy as np
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import atomic_path, require_file
+from makd_cli.fileio import atomic_write_bytes, require_file
 
 FORMAT = "makd-targets"
 FORMAT_VERSION = 1
@@ -130,61 +131,130 @@ class Targets:
 
 def write_targets(path: str | Path, t: Targets) -> None:
     t.validate(str(path))
-    with atomic_path(path, suffix=".h5") as tmp:
-        with h5py.File(tmp, "w", track_order=True) as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            f.attrs["kind"] = t.kind
-            f.attrs["teacher"] = t.teacher
-            f.attrs["questions_sha256"] = t.questions_sha256
-            f.attrs["option_labels"] = json.dumps(list(t.option_labels))
-            f.attrs["meta"] = json.dumps(t.meta, sort_keys=True)
-            f.create_dataset("classes", data=np.array(t.classes, dtype=object), dtype=_STR, track_times=False)
-            f.create_dataset("question_ids", data=np.array(t.question_ids, dtype=object), dtype=_STR, track_times=False)
-            f.create_dataset("probs", data=t.probs, track_times=False)
-            if t.logits is not None:
-                f.create_dataset("logits", data=t.logits, track_times=False)
-            if t.per_image:
-                f.create_dataset("images", data=np.array(t.images, dtype=object), dtype=_STR, track_times=False)
-                f.create_dataset("labels", data=t.labels, track_times=False)
-            if t.entropy is not None:
-                f.create_dataset("entropy", data=t.entropy, track_times=False)
+    # HDF5 is built in memory and written with one plain write: h5py writing to a full disk raises in
+    # its close path (and crashed the interpreter), while a plain write fails cleanly with ENOSPC.
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w", track_order=True) as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        f.attrs["kind"] = t.kind
+        f.attrs["teacher"] = t.teacher
+        f.attrs["questions_sha256"] = t.questions_sha256
+        f.attrs["option_labels"] = json.dumps(list(t.option_labels))
+        f.attrs["meta"] = json.dumps(t.meta, sort_keys=True)
+        f.create_dataset("classes", data=np.array(t.classes, dtype=object), dtype=_STR, track_times=False)
+        f.create_dataset("question_ids", data=np.array(t.question_ids, dtype=object), dtype=_STR, track_times=False)
+        f.create_dataset("probs", data=t.probs, track_times=False)
+        if t.logits is not None:
+            f.create_dataset("logits", data=t.logits, track_times=False)
+        if t.per_image:
+            f.create_dataset("images", data=np.array(t.images, dtype=object), dtype=_STR, track_times=False)
+            f.create_dataset("labels", data=t.labels, track_times=False)
+        if t.entropy is not None:
+            f.create_dataset("entropy", data=t.entropy, track_times=False)
+    atomic_write_bytes(path, buffer.getvalue(), suffix=".h5")
 
 
 def read_targets(path: str | Path) -> Targets:
+    """Read and check a targets file; every decode, shape or attribute problem is one line naming it."""
     path = require_file(path, "targets file")
     try:
         f = h5py.File(path, "r")
     except OSError:
         raise MakdError(f"{path} is not an HDF5 file; targets come from `makd extract`") from None
     with f:
-        if f.attrs.get("format") != FORMAT:
-            raise MakdError(f"{path} is not a makd targets file (format attribute {f.attrs.get('format')!r})")
-        version = int(f.attrs.get("format_version", -1))
+        if _attr(f, "format") != FORMAT:
+            raise MakdError(f"{path} is not a makd targets file (format attribute {_attr(f, 'format')!r})")
+        try:
+            version = int(_attr(f, "format_version", -1))
+        except (TypeError, ValueError):
+            version = -1
         if version != FORMAT_VERSION:
             raise MakdError(f"{path} has targets format version {version}; this makd reads version {FORMAT_VERSION}. Re-run `makd extract`")
         for name in ("classes", "question_ids", "probs"):
-            if name not in f:
+            if name not in f or not isinstance(f[name], h5py.Dataset):
                 raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
-
-        def strings(name: str) -> list[str]:
-            return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in f[name][()]]
-
-        kind = str(f.attrs["kind"])
+        kind = _attr(f, "kind")
+        if not isinstance(kind, str) or kind not in KINDS:
+            raise MakdError(f"{path} is damaged: its kind attribute is {kind!r}, not one of {', '.join(KINDS)}; re-run `makd extract`")
         try:
-            return Targets(
+            fields = dict(
                 kind=kind,
-                classes=strings("classes"),
-                question_ids=strings("question_ids"),
-                probs=f["probs"][()],
-                logits=f["logits"][()] if "logits" in f else None,
-                teacher=str(f.attrs.get("teacher", "")),
-                questions_sha256=str(f.attrs.get("questions_sha256", "")),
-                option_labels=json.loads(f.attrs.get("option_labels", "[]")),
-                images=strings("images") if "images" in f else None,
-                labels=f["labels"][()] if "labels" in f else None,
-                meta=json.loads(f.attrs.get("meta", "{}")),
-                entropy=f["entropy"][()] if "entropy" in f else None,
+                classes=_strings(f, "classes"),
+                question_ids=_strings(f, "question_ids"),
+                probs=_numbers(f, "probs", np.float32),
+                logits=_numbers(f, "logits", np.float32) if "logits" in f else None,
+                teacher=str(_attr(f, "teacher", "")),
+                questions_sha256=str(_attr(f, "questions_sha256", "")),
+                option_labels=_json_attr(f, "option_labels", "[]", list),
+                images=_strings(f, "images") if "images" in f else None,
+                labels=_numbers(f, "labels", np.int64) if "labels" in f else None,
+                meta=_json_attr(f, "meta", "{}", dict),
+                entropy=_numbers(f, "entropy", np.float32) if "entropy" in f else None,
             )
-        except MakdError as exc:
-            raise MakdError(f"{path}: {exc}") from None
+        except _Damaged as exc:
+            raise MakdError(f"{path} is damaged: {exc}; re-run `makd extract`") from None
+        except (OSError, KeyError, RuntimeError) as exc:  # h5py's errors for a corrupt dataset or chunk
+            raise MakdError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:80]}); re-run `makd extract`") from None
+    try:
+        return Targets(**fields)
+    except MakdError as exc:
+        raise MakdError(f"{path}: {exc}") from None
+
+
+class _Damaged(Exception):
+    pass
+
+
+def _attr(f, name: str, default=None):
+    value = f.attrs.get(name, default)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value
+
+
+def _json_attr(f, name: str, default: str, want: type):
+    text = _attr(f, name, default)
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise _Damaged(f"its {name!r} attribute is not JSON") from None
+    if not isinstance(value, want):
+        raise _Damaged(f"its {name!r} attribute is not a JSON {want.__name__}")
+    return value
+
+
+def _strings(f, name: str) -> list[str]:
+    data = f[name][()]
+    if not isinstance(data, np.ndarray) or data.ndim != 1 or data.dtype.kind not in "OSU":
+        raise _Damaged(f"{name!r} must be a list of strings")
+    try:
+        return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in data]
+    except UnicodeDecodeError:
+        raise _Damaged(f"{name!r} holds strings that are not UTF-8") from None
+
+
+def _numbers(f, name: str, dtype) -> np.ndarray:
+    data = f[name][()]
+    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiub":
+        raise _Damaged(f"{name!r} must hold numbers, found {getattr(data, 'dtype', type(data).__name__)}")
+    return data.astype(dtype)
+
+
+def check_questions_file(t: Targets, questions_path: str | Path, where: str = "targets") -> None:
+    """A questions file given beside targets must be the one they answer: the same file (its sha256 is
+    in the targets) or at least one holding every question id of the targets."""
+    from makd_cli.fileio import sha256_file
+    from makd_cli.formats.questions import read_questions
+
+    questions_path = Path(questions_path)
+    questions = read_questions(questions_path)
+    if t.questions_sha256 and sha256_file(questions_path) == t.questions_sha256:
+        return
+    ids = {q.id for q in questions}
+    missing = [i for i in t.question_ids if i not in ids]
+    if missing:
+        raise MakdError(f"{questions_path} is not the questions file of {where}: it lacks {len(missing)} of their "
+                        f"{len(t.question_ids)} questions (first {missing[0]}); pass the file the targets were extracted from")

@@ -26,6 +26,10 @@ def run_inspect(source, output, view, question, class_name, top, questions, term
     if output and Path(output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise MakdError(f"{output}: pictures are written as .png, .svg or .pdf")
     name = _auto_view(source) if view == "auto" else view
+    if questions and source.is_file() and source.suffix != ".pt":  # texts from another file would mislabel every question
+        from makd_cli.formats.targets import check_questions_file, read_targets
+
+        check_questions_file(read_targets(source), Path(questions), where=str(source))
     req = ViewRequest(source, Path(output) if output else None, console, question, class_name, top,
                       Path(questions) if questions else None, terminal, as_json, options)
     return VIEWS.get(name)(req)  # the view's numbers; cli.py prints them (--json) or says where the picture went

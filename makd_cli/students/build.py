@@ -8,6 +8,7 @@ same features, so both papers' heads are this one layer).
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -187,18 +188,40 @@ def load_pretrained(backbone: nn.Module, pretrained: str, arch: str = "") -> Non
             f"pretrained weights {path} not found; give a local .pth/.safetensors file "
             "(makd trains offline and does not download weights)"
         )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+    if not path.is_file():
+        raise MakdError(f"--pretrained {path} is a folder; give a weights file (.pth/.pt/.safetensors) or `cache`")
+    state = _read_weights(path)
     own = backbone.state_dict()
     usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
     if not usable:
         raise MakdError(f"no tensor in {path} matches the student's layers; is it the same architecture?")
     backbone.load_state_dict(usable, strict=False)
+
+
+def _read_weights(path: Path) -> dict:
+    """A state dict of tensors from a weights file: a plain state dict, one under ``state_dict`` or
+    ``model``, or makd's own checkpoint (whose backbone keys carry the ``backbone.`` prefix)."""
+    hint = "give a .pth/.pt/.safetensors state dict or a best.pt from `makd train`"
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            with warnings.catch_warnings():  # torch warns about foreign pickles on stderr: the one line below says it
+                warnings.simplefilter("ignore")
+                state = torch.load(path, map_location="cpu", weights_only=True)
+    except BaseException as exc:  # torch/safetensors raise many types for a bad file (EOFError when empty)
+        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise MakdError(f"--pretrained {path} is not a readable weights file ({type(exc).__name__}); {hint}") from None
+    if isinstance(state, dict):
+        state = state.get("state_dict", state.get("model", state))
+    if not isinstance(state, dict) or not state or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise MakdError(f"--pretrained {path} holds no state dict of named tensors; {hint}")
+    if any(k.startswith("backbone.") for k in state):  # makd's own checkpoint (StudentNet): keep the backbone
+        state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    return state
 
 
 def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: int = 224, pretrained: str | None = None) -> StudentNet:
@@ -210,6 +233,12 @@ def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: i
 
 def student_from_checkpoint(ckpt: dict) -> StudentNet:
     model = build_student(ckpt["arch"], ckpt["num_classes"], int(ckpt["head"].get("extra_dim", 0)), int(ckpt.get("image_size", 224)))
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError:  # tampered arch, num_classes or head: the weights no longer fit the network
+        raise MakdError(
+            f"the checkpoint's weights do not fit a {ckpt['arch']} with {ckpt['num_classes']} classes and "
+            f"{ckpt['head'].get('extra_dim', 0)} extra outputs; the checkpoint is damaged, retrain it with `makd train`"
+        ) from None
     model.eval()
     return model

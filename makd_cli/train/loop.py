@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import time
 from contextlib import nullcontext
 from types import SimpleNamespace
@@ -20,12 +21,12 @@ import torch.nn.functional as F
 
 from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
-from makd_cli.data.transforms import TorchSplit, default_image_size, eval_transform, train_transform
+from makd_cli.data.transforms import TorchSplit, default_image_size, eval_transform, train_transform, unreadable_note
 from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
-from makd_cli.fileio import atomic_write_text, sha256_file
+from makd_cli.fileio import atomic_write_text, check_output_path, output_lock, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint, save_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
@@ -89,7 +90,10 @@ def train(cfg: TrainConfig) -> dict:
     if info.enabled and device.type == "cuda":
         device = torch.device("cuda", info.local_rank)
     try:
-        return _train(cfg, device, info)
+        if not info.main:
+            return _train(cfg, device, info)
+        with output_lock(Path(cfg.out) / "last.pt", "run"):  # a second job on the same -o stops at once
+            return _train(cfg, device, info)
     finally:
         shutdown(info)
 
@@ -98,6 +102,9 @@ def run_paths(cfg: TrainConfig) -> tuple[Path, Path, Path]:
     """The run folder and its last.pt / best.pt; a finished run is never overwritten by accident."""
     out = Path(cfg.out)
     last_path, best_path = out / "last.pt", out / "best.pt"
+    if out.exists() and not out.is_dir():
+        raise MakdError(f"-o {out} is a file; a run needs a folder (best.pt, last.pt, metrics.jsonl)")
+    check_output_path(last_path, "run folder")  # under a file, or a folder that cannot be made: one line now
     if last_path.exists() and not cfg.resume:
         raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
     if cfg.resume and not last_path.exists():
@@ -147,7 +154,9 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
 
     optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.resolved_milestones(), gamma=0.1)
-    history, best_val, start_epoch = [], -1.0, 0
+    # The best score starts below any score: without a validation split it is -train_loss, which is
+    # below -1 whenever the loss exceeds 1 (a start of -1.0 then never wrote best.pt).
+    history, best_val, start_epoch = [], float("-inf"), 0
     if cfg.resume:
         ckpt = load_checkpoint(last_path)
         _check_resume(ckpt, cfg, out)
@@ -173,7 +182,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
-    train_data = TorchSplit(train_split, tr_tf)
+    train_data = TorchSplit(train_split, tr_tf, what="train")  # unreadable images: skipped, counted, bounded
 
     with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
         for epoch in range(start_epoch, cfg.epochs):
@@ -192,6 +201,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
             t0, sums, n_seen = time.time(), {"loss": 0.0, "ce": 0.0, **{t.name: 0.0 for t in terms}}, 0
             bar.start_epoch(epoch, len(loader))
             for images, labels, indices in loader:
+                train_data.unreadable.check()
                 images, labels, indices = images.to(device, non_blocking=True), labels.to(device), indices.to(device)
                 if device.type == "cuda" and cfg.channels_last:
                     images = images.contiguous(memory_format=torch.channels_last)
@@ -227,7 +237,8 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
                       "images_per_s": round(n_seen / max(time.time() - t0, 1e-9), 1),
                       **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
             if val_split is not None:
-                pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device))
+                pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device),
+                             what="validation")
                 record["val_top1"] = topk_accuracy(pv["logits"], pv["labels"], 1)
             history.append(record)
             score = record.get("val_top1", -record["train_loss"])
@@ -242,4 +253,8 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
                 atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
             barrier(info)
             bar.end_epoch(record)
-    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": best_val, "history": history, "split": base["split"]}
+    skipped = train_data.unreadable.report()
+    if skipped and info.main:  # a warning, on stderr like extraction's: the results stay machine-readable
+        print(f"makd: {out}: {unreadable_note(skipped)}", file=sys.stderr)
+    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": best_val, "history": history, "split": base["split"],
+            "unreadable_images": skipped}

@@ -1,0 +1,338 @@
+"""Every subcommand over a table of hostile inputs: bad bytes, wrong types, wrong shapes, missing
+attributes, bad numbers and bad output paths. Each case must end with exit code 2, exactly one line
+on stderr, no traceback, and an earlier output left byte for byte as it was.
+
+The commands run in-process through the real entry point (``makd_cli.cli.main``), so a case costs
+milliseconds instead of a Python start-up; anything that escapes ``main`` is a traceback and fails.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Callable
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from makd_cli.formats.questions import write_questions
+from makd_cli.formats.targets import write_targets
+from conftest import CLASSES, class_mcq_targets, make_imagefolder, mcq_questions
+
+EARLIER = b"EARLIER OUTPUT: must survive a failed run\n"
+
+
+def run_main(args) -> tuple[object, str, str]:
+    """(exit code or "traceback", stdout, stderr) of ``makd ARGS`` run in this process."""
+    import io
+
+    from makd_cli import cli
+
+    out, err = io.StringIO(), io.StringIO()
+    old = sys.argv, sys.stdout, sys.stderr
+    sys.argv, sys.stdout, sys.stderr = ["makd", *map(str, args)], out, err
+    try:
+        cli.main()
+        code: object = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:  # noqa: BLE001 - anything escaping main() is what a user sees as a traceback
+        code = "traceback"
+        err.write(traceback.format_exc())
+    finally:
+        sys.argv, sys.stdout, sys.stderr = old
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """Good inputs every case starts from: data, classes, questions, targets and a trained run."""
+    root = tmp_path_factory.mktemp("world")
+    w = SimpleNamespace(root=root)
+    w.data = make_imagefolder(root / "shapes", per_class_train=6, per_class_test=2)
+    w.classes = root / "classes.txt"
+    w.classes.write_text("\n".join(CLASSES) + "\n")
+    w.questions = root / "questions.jsonl"
+    write_questions(w.questions, mcq_questions())
+    w.targets = root / "targets.h5"
+    write_targets(w.targets, class_mcq_targets())
+    w.run = root / "run"
+    code, _, err = run_main(["train", "--data", w.data, "-o", w.run, "--student", "small_cnn", "--epochs", "1", "-b", "8",
+                             "--val-fraction", "0", "--quiet"])
+    assert code == 0, err
+    w.ckpt = w.run / "best.pt"
+    return w
+
+
+# ---- bad files ---------------------------------------------------------------------------------
+GARBAGE = bytes(range(256)) * 4
+TRUNCATED_UTF8 = "red square\nblue dot\ngreen b\u00e4".encode("utf-8")[:-1]  # ends inside a character
+
+
+def h5_targets(path: Path, edit: Callable[[h5py.File], None]) -> Path:
+    write_targets(path, class_mcq_targets())
+    with h5py.File(path, "r+") as f:
+        edit(f)
+    return path
+
+
+def tampered_checkpoint(path: Path, src: Path, edit: Callable[[dict], None]) -> Path:
+    ckpt = torch.load(src, map_location="cpu", weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
+class Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+def jsonl(path: Path, *records) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records))
+    return path
+
+
+def mcq(**over) -> dict:
+    rec = {"format_version": 1, "kind": "mcq", "text": "What colour is the <object>?", "options": ["red", "blue", "green"]}
+    rec.update(over)
+    return rec
+
+
+def bad_file(name: str, content: bytes) -> Callable[[SimpleNamespace, Path], Path]:
+    def make(w, tmp):
+        p = tmp / name
+        p.write_bytes(content)
+        return p
+
+    return make
+
+
+CLASS_FILES = {  # kind: (maker, what the error line must say)
+    "binary": (bad_file("c.txt", GARBAGE), "binary"),
+    "truncated-utf8": (bad_file("c.txt", TRUNCATED_UTF8), "not UTF-8"),
+    "latin1": (bad_file("c.txt", "caf\xe9\n".encode("latin-1")), "not UTF-8"),
+    "empty": (bad_file("c.txt", b""), "empty"),
+    "folder": (lambda w, tmp: tmp, "directory"),
+}
+QUESTION_FILES = {
+    "binary": bad_file("q.jsonl", GARBAGE),
+    "truncated-utf8": bad_file("q.jsonl", json.dumps(mcq(text="Is the <object> gr\u00fcn?"), ensure_ascii=False).encode()[:-4]),
+    "not-json": lambda w, tmp: jsonl(tmp / "q.jsonl", "{oops"),
+    "array": lambda w, tmp: jsonl(tmp / "q.jsonl", "[1, 2]"),
+    "options-string": lambda w, tmp: jsonl(tmp / "q.jsonl", mcq(options="red, blue")),
+    "options-numbers": lambda w, tmp: jsonl(tmp / "q.jsonl", mcq(options=[1, 2, 3])),
+    "options-duplicate": lambda w, tmp: jsonl(tmp / "q.jsonl", mcq(options=["red", "red", "blue"])),
+    "text-number": lambda w, tmp: jsonl(tmp / "q.jsonl", mcq(text=42)),
+    "source-string": lambda w, tmp: jsonl(tmp / "q.jsonl", mcq(source="gpt")),
+    "version-2": lambda w, tmp: jsonl(tmp / "q.jsonl", mcq(format_version=2)),
+    "empty": bad_file("q.jsonl", b""),
+}
+TARGET_FILES = {
+    "binary": bad_file("t.h5", GARBAGE),
+    "empty": bad_file("t.h5", b""),
+    "no-kind": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.attrs.__delitem__("kind")),
+    "kind-number": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.attrs.__setitem__("kind", 3)),
+    "meta-not-json": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.attrs.__setitem__("meta", "{not json")),
+    "meta-list": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.attrs.__setitem__("meta", "[1]")),
+    "labels-not-json": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.attrs.__setitem__("option_labels", "1,2")),
+    "version-string": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.attrs.__setitem__("format_version", "one")),
+    "probs-strings": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: (f.__delitem__("probs"),
+                                                                        f.create_dataset("probs", data=np.array(["a"] * 4, dtype="S1")))),
+    "probs-shape": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: (f.__delitem__("probs"), f.create_dataset("probs", data=np.ones((3, 2))))),
+    "probs-group": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: (f.__delitem__("probs"), f.create_group("probs"))),
+    "no-classes": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: f.__delitem__("classes")),
+    "classes-numbers": lambda w, tmp: h5_targets(tmp / "t.h5", lambda f: (f.__delitem__("classes"), f.create_dataset("classes", data=np.arange(3)))),
+}
+CHECKPOINTS = {
+    "binary": bad_file("best.pt", GARBAGE),
+    "empty": bad_file("best.pt", b""),
+    "pickle": lambda w, tmp: (tmp / "best.pt").write_bytes(pickle.dumps(Evil())) and tmp / "best.pt",
+    "tensor": lambda w, tmp: torch.save(torch.zeros(3), tmp / "best.pt") or tmp / "best.pt",
+    "arch-unknown": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("arch", "resnet9000")),
+    "arch-other": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("arch", "resnet18")),
+    "arch-number": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("arch", 7)),
+    "num-classes": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("num_classes", 5)),
+    "num-classes-string": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("num_classes", "3")),
+    "head-string": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("head", "lavid")),
+    "head-extra": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["head"].__setitem__("extra_dim", 4)),
+    "model-missing-key": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"].pop("fc.weight")),
+    "config-list": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("config", [1])),
+}
+PRETRAINED = {
+    "tensor": lambda w, tmp: torch.save(torch.zeros(3), tmp / "w.pth") or tmp / "w.pth",
+    "folder": lambda w, tmp: tmp,
+    "garbage": bad_file("w.pth", GARBAGE),
+    "empty": bad_file("w.pth", b""),
+    "pickle": lambda w, tmp: (tmp / "w.pth").write_bytes(pickle.dumps(Evil())) and tmp / "w.pth",
+    "safetensors-garbage": bad_file("w.safetensors", GARBAGE),
+    "other-arch": lambda w, tmp: torch.save({"conv.weight": torch.zeros(1)}, tmp / "w.pth") or tmp / "w.pth",
+}
+
+
+@dataclass
+class Case:
+    name: str
+    argv: Callable[[SimpleNamespace, Path], list]
+    output: str | None = None  # argv placeholder "{out}" holds an earlier output that must survive
+    fragment: str = ""  # expected in the error line
+
+
+def out_file(tmp: Path, name: str) -> Path:
+    p = tmp / name
+    p.write_bytes(EARLIER)
+    return p
+
+
+CASES: list[Case] = []
+for _kind, (_make, _says) in CLASS_FILES.items():
+    CASES += [
+        Case(f"gen-questions/classes-{_kind}", lambda w, t, m=_make: ["gen-questions", "--classes", m(w, t), "--llm", _fake_gguf(t),
+                                                                        "-o", out_file(t, "q.jsonl")], "q.jsonl", _says),
+        Case(f"extract/classes-{_kind}", lambda w, t, m=_make: ["extract", "--teacher", "random", "--questions", w.questions,
+                                                                  "--classes", m(w, t), "-o", out_file(t, "t.h5")], "t.h5", _says),
+    ]
+for _kind, _make in QUESTION_FILES.items():
+    CASES += [
+        Case(f"extract/questions-{_kind}", lambda w, t, m=_make: ["extract", "--teacher", "random", "--questions", m(w, t),
+                                                                    "--classes", w.classes, "-o", out_file(t, "t.h5")], "t.h5"),
+        Case(f"select/questions-{_kind}", lambda w, t, m=_make: ["select", w.targets, "--questions", m(w, t), "-q", "2",
+                                                                   "--out-questions", out_file(t, "sq.jsonl"), "--out-targets", t / "st.h5"], "sq.jsonl"),
+    ]
+for _kind, _make in TARGET_FILES.items():
+    CASES += [
+        Case(f"inspect/targets-{_kind}", lambda w, t, m=_make: ["inspect", m(w, t), "-o", out_file(t, "h.png"), "--no-terminal"], "h.png"),
+        Case(f"inspect-quality/targets-{_kind}", lambda w, t, m=_make: ["inspect", m(w, t), "--quality"]),
+        Case(f"train/targets-{_kind}", lambda w, t, m=_make: ["train", "--data", w.data, "--targets", m(w, t), "--method", "lavid",
+                                                                "--student", "small_cnn", "--epochs", "1", "-o", t / "run", "--quiet"]),
+        Case(f"select/targets-{_kind}", lambda w, t, m=_make: ["select", m(w, t), "--questions", w.questions, "-q", "2",
+                                                                 "--out-questions", out_file(t, "sq.jsonl"), "--out-targets", t / "st.h5"], "sq.jsonl"),
+    ]
+WEIGHTS_ONLY_DAMAGE = {"arch-unknown", "arch-other", "head-extra", "model-missing-key"}
+for _kind, _make in CHECKPOINTS.items():
+    if _kind not in WEIGHTS_ONLY_DAMAGE:  # the curves view reads the history, not the weights
+        CASES.append(Case(f"inspect/checkpoint-{_kind}", lambda w, t, m=_make: ["inspect", m(w, t), "--view", "curves",
+                                                                                 "-o", out_file(t, "c.png"), "--no-terminal"], "c.png"))
+    CASES += [
+        Case(f"eval/checkpoint-{_kind}", lambda w, t, m=_make: ["eval", m(w, t), "--device", "cpu"]),
+        Case(f"train/teacher-ckpt-{_kind}", lambda w, t, m=_make: ["train", "--data", w.data, "--method", "kd", "--teacher-ckpt", m(w, t),
+                                                                     "--student", "small_cnn", "--epochs", "1", "-o", t / "run", "--quiet"]),
+    ]
+for _kind, _make in PRETRAINED.items():
+    CASES.append(Case(f"train/pretrained-{_kind}", lambda w, t, m=_make: ["train", "--data", w.data, "--pretrained", m(w, t),
+                                                                           "--student", "small_cnn", "--epochs", "1", "-o", t / "run", "--quiet"]))
+
+# ---- bad output paths --------------------------------------------------------------------------
+CASES += [
+    Case("extract/out-is-dir", lambda w, t: ["extract", "--teacher", "random", "--questions", w.questions, "--classes", w.classes,
+                                             "-o", t], fragment="directory"),
+    Case("extract/out-under-file", lambda w, t: ["extract", "--teacher", "random", "--questions", w.questions, "--classes", w.classes,
+                                                 "-o", out_file(t, "afile") / "x.h5"], "afile", "is a file"),
+    Case("data-classes/out-is-dir", lambda w, t: ["data", "classes", w.data, "-o", t], fragment="directory"),
+    Case("data-classes/out-under-file", lambda w, t: ["data", "classes", w.data, "-o", out_file(t, "afile") / "c.txt"], "afile"),
+    Case("train/out-is-file", lambda w, t: ["train", "--data", w.data, "--student", "small_cnn", "--epochs", "1", "-o", out_file(t, "run"),
+                                            "--quiet"], "run"),
+    Case("train/out-under-file", lambda w, t: ["train", "--data", w.data, "--student", "small_cnn", "--epochs", "1",
+                                               "-o", out_file(t, "afile") / "run", "--quiet"], "afile"),
+    Case("inspect/out-is-dir", lambda w, t: ["inspect", w.targets, "-o", _folder(t / "pic.png"), "--no-terminal"], fragment="directory"),
+    Case("select/out-under-file", lambda w, t: ["select", w.targets, "--questions", w.questions, "-q", "2",
+                                                "--out-questions", out_file(t, "afile") / "q.jsonl", "--out-targets", t / "st.h5"], "afile"),
+]
+
+# ---- mismatched inputs -------------------------------------------------------------------------
+CASES += [
+    Case("inspect/questions-not-the-targets", lambda w, t: ["inspect", w.targets, "--questions",
+                                                            jsonl(t / "other.jsonl", mcq(text="Is the <object> round?")),
+                                                            "-o", out_file(t, "h.png"), "--no-terminal"], "h.png", "not the questions file"),
+    Case("train/data-empty-class-folder", lambda w, t: ["train", "--data", _data_with(t, w, empty_class=True), "--student", "small_cnn",
+                                                        "--epochs", "1", "-o", t / "run", "--quiet"], fragment="no images"),
+    Case("train/data-test-only-class", lambda w, t: ["train", "--data", _data_with(t, w, test_only_class=True), "--student", "small_cnn",
+                                                     "--epochs", "1", "-o", t / "run", "--quiet"], fragment="training split lacks"),
+    Case("train/data-mostly-unreadable", lambda w, t: ["train", "--data", _data_with(t, w, bad_images=4), "--student", "small_cnn",
+                                                       "--epochs", "1", "-o", t / "run", "--quiet", "--val-fraction", "0"], fragment="cannot be read"),
+    Case("eval/test-split-unreadable", lambda w, t: ["eval", w.ckpt, "--data", _data_with(t, w, bad_images=3, split="test"),
+                                                     "--device", "cpu"], fragment="cannot be read"),
+]
+
+# ---- bad numbers and usage (engineer A's flag-validation layer owns these messages) ------------
+TRAIN = ["train", "--student", "small_cnn", "--epochs", "1", "--quiet"]
+BAD_NUMBERS = [
+    ["-b", "0"], ["-b", "-4"], ["--lr", "-0.1"], ["--momentum", "-1"], ["--weight-decay", "-1"], ["--image-size", "1"],
+    ["--image-size", "0"], ["--milestones", "a,b"], ["--device", "tpu"], ["--workers", "-1"], ["--aux-weight", "-5"],
+    ["--epochs", "abc"], ["--no-such-option"],
+]
+for _flags in BAD_NUMBERS:
+    CASES.append(Case("train/" + "=".join(_flags), lambda w, t, f=_flags: [*TRAIN, "--data", w.data, "-o", t / "run", *f]))
+CASES += [
+    Case("train/classes-with-data", lambda w, t: [*TRAIN, "--data", w.data, "-o", t / "run", "--classes", w.classes]),
+    # A fake model: were the flag not checked first, the run would stop at the model, not at the flag.
+    Case("gen-questions/temperature=-1", lambda w, t: ["gen-questions", "--classes", w.classes, "--temperature", "-1", "--llm", _fake_gguf(t),
+                                                       "-o", out_file(t, "q.jsonl")], "q.jsonl", "temperature"),
+    Case("gen-questions/threads=-3", lambda w, t: ["gen-questions", "--classes", w.classes, "--threads", "-3", "--llm", _fake_gguf(t),
+                                                   "-o", out_file(t, "q.jsonl")], "q.jsonl", "threads"),
+    Case("gen-questions/kind=foo", lambda w, t: ["gen-questions", "--classes", w.classes, "--kind", "foo", "--llm", _fake_gguf(t),
+                                                 "-o", out_file(t, "q.jsonl")], "q.jsonl", "kind"),
+    Case("extract/threads=-3", lambda w, t: ["extract", "--teacher", "random", "--questions", w.questions, "--classes", w.classes,
+                                             "--threads", "-3", "-o", out_file(t, "t.h5")], "t.h5"),
+    Case("eval/unknown-option", lambda w, t: ["eval", w.ckpt, "--frobnicate"]),
+]
+FLAG_CASES = {c.name for c in CASES if c.name.startswith(("train/-", "train/--", "train/classes-with-data", "gen-questions/temperature",
+                                                          "gen-questions/threads", "gen-questions/kind", "extract/threads",
+                                                          "eval/unknown-option"))}
+
+
+def _fake_gguf(tmp: Path) -> Path:
+    p = tmp / "model.gguf"
+    p.write_bytes(b"PK\x03\x04 not a gguf")
+    return p
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
+def _data_with(tmp: Path, w, *, empty_class=False, test_only_class=False, bad_images=0, split="train") -> Path:
+    root = make_imagefolder(tmp / "data", per_class_train=6, per_class_test=2)
+    if empty_class:
+        (root / "train" / "zz empty").mkdir()
+        (root / "test" / "zz empty").mkdir()
+    if test_only_class:
+        (root / "test" / "zz test only").mkdir()
+        (root / "test" / "zz test only" / "x.png").write_bytes((root / "test" / CLASSES[0] / "000.png").read_bytes())
+    for i in range(bad_images):
+        folder = root / split / CLASSES[i % len(CLASSES)]
+        kind = i % 3
+        (folder / f"bad{i}.jpg").write_bytes(b"" if kind == 0 else b"this is text, not a jpeg" if kind == 1 else b"\xff\xd8\xff\xe0garbage")
+    return root
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input_is_one_line_and_exit_2(case: Case, world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a malicious pickle that ran would write PWNED here
+    argv = case.argv(world, tmp_path)
+    earlier = tmp_path / case.output if case.output else None
+    code, _, err = run_main(argv)
+    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
+    assert "Traceback" not in err, err
+    assert code == 2, f"exit {code}: {err}"
+    assert len(lines) == 1, err
+    assert case.fragment in lines[0], lines[0]
+    assert not (tmp_path / "PWNED").exists(), "a pickle ran code"
+    if earlier is not None and earlier.is_file():
+        assert earlier.read_bytes() == EARLIER, f"{earlier} was changed by a failed run"
+    leftovers = [p.name for p in tmp_path.rglob(".*.tmp")]
+    assert not leftovers, leftovers
+
+
+def test_the_table_covers_every_subcommand():
+    commands = {c.name.split("/")[0].split("-quality")[0] for c in CASES}
+    assert {"gen-questions", "extract", "train", "eval", "inspect", "select", "data-classes"} <= commands
+    assert len(CASES) >= 150
