@@ -181,6 +181,15 @@ def quality_report(targets: Targets, seed: int = 0, n_random: int = 5,
     questions (list of per-question dicts), classes (per-class nearest neighbour),
     overall {teacher, random, random_std}, summary.
     """
+    from threadpoolctl import threadpool_limits
+
+    # One BLAS thread: these products are small (1000 x 500), and OpenBLAS's spinning threads on a
+    # busy 2-core machine made the report 11x slower (bench/quality_speed.py, bench/RESULTS.md).
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _quality_report(targets, seed, n_random, eps, low_entropy_threshold)
+
+
+def _quality_report(targets: Targets, seed: int, n_random: int, eps: float, low_entropy_threshold: float) -> dict:
     if n_random < 1:
         raise MakdError("n_random must be at least 1")
     S, present = class_signatures(targets)

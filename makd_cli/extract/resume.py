@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import atomic_path, atomic_write_text
+from makd_cli.fileio import atomic_path, atomic_write_text, write_error
 
 
 class ResumeStore:
@@ -32,7 +32,10 @@ class ResumeStore:
                     f"{self.dir} holds an unfinished run with other inputs ({', '.join(changed)} differ); "
                     "pass --restart to discard it, or repeat the original command"
                 )
-        self.dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise (write_error(self.dir, exc) or MakdError(f"cannot create {self.dir}: {exc}")) from None
         atomic_write_text(fp_file, json.dumps(self.fingerprint, sort_keys=True, indent=1))
 
     def _damaged(self, path: Path, why: str) -> MakdError:
