@@ -131,6 +131,13 @@ def score_unit(llm, plan: ExtractPlan, messages: list[list[dict]], naive: bool =
     if naive:
         for i, p in enumerate(prompts):
             vals[i] = _logsumexp_rows(llm.naive_next_token_logits(p), plan.token_groups)
+    elif hasattr(llm, "score_prompts"):  # the backend packs many prompts per forward (teachers/prefix_pack.py)
+        columns = sorted({t for g in plan.token_groups for t in g})
+        z = llm.score_prompts(prompts, columns)  # starts from an empty cache, like the loop below
+        at = {t: k for k, t in enumerate(columns)}
+        groups = [[at[t] for t in g] for g in plan.token_groups]
+        for i in range(len(prompts)):
+            vals[i] = _logsumexp_rows(z[i], groups)
     else:
         llm.reset_cache()  # each unit starts cold, so results never depend on where a run resumed
         for i in sorted(range(len(prompts)), key=lambda k: prompts[k]):
@@ -158,22 +165,44 @@ def extract_class_answers(
     units = [(f"class{c:05d}", [(c, q) for q in range(Q)]) for c in range(C)] if by_class else \
             [(f"question{q:05d}", [(c, q) for c in range(C)]) for q in range(Q)]
     t0, n_prompts, tokens0, resumed, prompt_tokens = time.time(), 0, llm.evaluated_tokens, 0, 0
+    # A backend that runs many prompts at once (an HTTP server with requests in flight) gets several
+    # units per call, so no unit's tail leaves it idle; each unit is still saved on its own, in order.
+    per_call = getattr(llm, "prompts_per_call", 0)
+    pending: list[tuple[str, list]] = []
+
+    def flush():
+        nonlocal n_prompts, prompt_tokens
+        msgs = [build_messages(plan, questions[q], classes[c], layout) for _, cells in pending for c, q in cells]
+        vals, n_tok = score_unit(llm, plan, msgs, naive)
+        n_prompts, prompt_tokens, start = n_prompts + len(msgs), prompt_tokens + n_tok, 0
+        for key, cells in pending:
+            part, start = vals[start: start + len(cells)], start + len(cells)
+            store.save(key, logits=part)
+            raw[tuple(zip(*cells))] = part
+            if on_unit:
+                on_unit(key)
+        pending.clear()
+
     for key, cells in units:
         if store.done(key):
             raw[tuple(zip(*cells))] = store.load_checked(key, logits=(len(cells), M))["logits"]
             resumed += 1
-        else:
-            vals, n_tok = score_unit(llm, plan, [build_messages(plan, questions[q], classes[c], layout) for c, q in cells], naive)
-            n_prompts += len(cells)
-            prompt_tokens += n_tok
-            store.save(key, logits=vals)
-            raw[tuple(zip(*cells))] = vals
-        if on_unit:
-            on_unit(key)
+            if on_unit:
+                on_unit(key)
+            continue
+        pending.append((key, cells))
+        if sum(len(c) for _, c in pending) >= per_call:
+            flush()
+    if pending:
+        flush()
     seconds = time.time() - t0
     probs = softmax(raw, temperature)
     meta = {"layout": layout, "temperature": temperature, "label_token_ids": plan.token_groups, "backend": llm.backend,
-            "model_file": str(llm.name), "naive": naive, "prompt_version": PROMPT_VERSION}
+            "model_file": str(llm.name), "naive": naive, "prompt_version": PROMPT_VERSION,
+            # how the label probabilities were read: exact-logits | logit-bias | top-logprobs (openai_http.py)
+            "label_probs": getattr(llm, "label_probs_method", "exact-logits")}
+    if hasattr(llm, "label_reads"):  # prompts of this run whose top list missed a label (the floor was used)
+        meta["label_probs_floored"] = int(llm.label_reads["floored"])
     if plan.kind == "class_yesno":
         targets = Targets("class_yesno", classes, [q.id for q in questions], probs[..., 0], raw[..., 0] - raw[..., 1],
                           teacher=f"{llm.backend}:{llm.name}", questions_sha256=questions_sha256, meta=meta)

@@ -27,6 +27,14 @@ from makd_cli.teachers.models import hub_reachable
 _lcp = common_prefix_len  # how much of the KV cache a new prompt can reuse
 
 
+def _returned_cache(out, given):
+    """The cache a forward returned (named ``cache`` from transformers 5.x, ``past_key_values`` before)."""
+    got = getattr(out, "cache", None)
+    if got is None:
+        got = getattr(out, "past_key_values", None)
+    return given if got is None else got
+
+
 def _offline() -> bool:
     return any(os.environ.get(v, "0").lower() not in ("0", "", "false", "no") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
@@ -67,7 +75,8 @@ def json_prefix(schema: dict) -> str:
 class HFCausalLM(LanguageModel):
     backend = "hf"
 
-    def __init__(self, spec: str, device: str = "auto", seed: int = 0, dtype=None, model=None, tokenizer=None):
+    def __init__(self, spec: str, device: str = "auto", seed: int = 0, dtype=None, model=None, tokenizer=None,
+                 batch_size: int = 0):
         import torch
 
         self.torch = torch
@@ -85,12 +94,19 @@ class HFCausalLM(LanguageModel):
         self.evaluated_tokens = 0
         head = self.model.get_output_embeddings()
         self.n_vocab = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
-        self._keep_arg = "logits_to_keep" in inspect.signature(self.model.forward).parameters
+        params = inspect.signature(self.model.forward).parameters
+        self._keep_arg = "logits_to_keep" in params
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"  # renamed in transformers 5.x
         bos = self.tok.bos_token_id
         probe = self.tok("a")["input_ids"]
         self._adds_bos = bos is not None and len(probe) > 0 and probe[0] == bos
         self._cache = None
         self._cache_ids: list[int] = []
+        if batch_size < 0:
+            raise MakdError("--batch-size must be 0 (automatic) or a number of prompts per forward pass")
+        self.batch_size = batch_size
+        # A packed chunk needs an attention mask of any shape: sdpa and eager take one, flash-attention does not.
+        self.packs = batch_size != 1 and getattr(self.model.config, "_attn_implementation", "eager") in ("sdpa", "eager")
 
     # ---- loading ---------------------------------------------------------------------------
     def _load(self, spec: str):
@@ -152,7 +168,7 @@ class HFCausalLM(LanguageModel):
         torch = self.torch
         kw = {"input_ids": torch.tensor([ids], dtype=torch.long, device=self.device), "use_cache": cache is not None}
         if cache is not None:
-            kw["past_key_values"] = cache
+            kw[self._cache_arg] = cache
         if keep_last and self._keep_arg:
             kw["logits_to_keep"] = 1
         with torch.inference_mode():
@@ -169,7 +185,7 @@ class HFCausalLM(LanguageModel):
         elif common < len(self._cache_ids):
             self._cache.crop(-(len(self._cache_ids) - common))  # negative: remove that many (all versions)
         out = self._forward(tokens[common:], cache=self._cache)
-        self._cache = out.past_key_values
+        self._cache = _returned_cache(out, self._cache)
         self._cache_ids = tokens
         self.evaluated_tokens += len(tokens) - common
         return out.logits[0, -1].float().cpu().numpy().astype(np.float64)
@@ -179,6 +195,131 @@ class HFCausalLM(LanguageModel):
         out = self._forward(list(tokens), cache=None, keep_last=False)
         self.evaluated_tokens += len(tokens)
         return out.logits[0, -1].float().cpu().numpy().astype(np.float64)
+
+    # ---- many prompts per forward (teachers/prefix_pack.py) -------------------------------------
+    def _budgets(self) -> tuple[int, int]:
+        """(tree nodes per row, padded tokens per forward) when --batch-size is 0. A CPU runs about
+        as fast per token from a couple of thousand tokens per forward on (bench/extract_hf.py); a
+        GPU takes as many as half its free memory holds: the KV cache and activations per token,
+        plus the mask and attention scores of each row, which grow with the row's square."""
+        if self.device.type != "cuda":
+            return 128, 2048
+        cfg = self.model.config
+        torch = self.torch
+        free, _ = torch.cuda.mem_get_info(self.device)
+        size = torch.finfo(self.dtype).bits // 8
+        hidden = int(getattr(cfg, "hidden_size", 4096))
+        layers = int(getattr(cfg, "num_hidden_layers", 32))
+        heads = int(getattr(cfg, "num_attention_heads", 32))
+        kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
+        head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
+        inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
+        row = 256
+        per_token = size * (2 * layers * kv_heads * head_dim + 8 * hidden + 3 * inter + 3 * heads * row)
+        n = 1024
+        while n < 65536 and 2 * n * per_token <= free // 2:
+            n *= 2
+        return row, n
+
+    def _head(self):
+        """The decoder and a function from its last hidden states to logits at given token ids,
+        or None when this model's output layer is not a plain linear map (then prompts run one
+        at a time). Computing only the label columns saves the vocabulary-wide projection."""
+        torch = self.torch
+        base, head, cfg = self.model.base_model, self.model.get_output_embeddings(), self.model.config
+        if base is self.model or not isinstance(head, torch.nn.Linear):
+            return None
+        cap, scale = getattr(cfg, "final_logit_softcapping", None), getattr(cfg, "logit_scale", None)
+
+        def logits(hidden, cols):
+            z = hidden @ head.weight[cols].T
+            if head.bias is not None:
+                z = z + head.bias[cols]
+            if scale:
+                z = z * scale
+            if cap:
+                z = torch.tanh(z / cap) * cap
+            return z
+
+        return base, logits
+
+    def score_prompts(self, prompts: list[list[int]], columns: list[int]) -> np.ndarray:
+        """Next-token logits at ``columns`` after each prompt (n x len(columns), float64), the prompts
+        in sorted token order: packed many per forward (``prefix_pack``), or one at a time through
+        the prefix cache when ``--batch-size 1`` or the model cannot take a packed forward. Starts
+        from an empty cache, so the result never depends on what ran before."""
+        from makd_cli.teachers.prefix_pack import pack, plan_forwards, shared_prefix_len
+
+        self.reset_cache()
+        order = sorted(range(len(prompts)), key=lambda k: prompts[k])
+        out = np.empty((len(prompts), len(columns)))
+        head = self._head() if self.packs else None
+        if head is None:
+            for i in order:
+                out[i] = self.next_token_logits(prompts[i])[columns]
+            return out
+        row_nodes, forward_nodes = self._budgets() if self.batch_size == 0 else (None, None)
+        cols = self.torch.tensor(columns, dtype=self.torch.long, device=self.device)
+        for rows in plan_forwards(prompts, order, row_nodes, forward_nodes, self.batch_size or None):
+            members = [m for r in rows for m in r]
+            shared = shared_prefix_len(prompts, members)
+            out[members] = self._packed_logits([pack(prompts, r, shared) for r in rows], prompts[members[0]][:shared], head, cols)
+        self.reset_cache()
+        return out
+
+    def _packed_logits(self, rows, prefix: list[int], head, cols) -> np.ndarray:
+        """One forward of packed rows below the cached ``prefix``; logits at ``cols`` for every
+        member of every row, in row order."""
+        import copy
+
+        torch = self.torch
+        base, logits_at = head
+        self._cache_prefix(prefix)
+        shared, width, dev = len(prefix), max(len(r.tokens) for r in rows), self.device
+        ids = np.zeros((len(rows), width), dtype=np.int64)
+        pos = np.full((len(rows), width), shared, dtype=np.int64)
+        visible = np.zeros((len(rows), width, shared + width), dtype=bool)
+        visible[:, :, :shared] = True
+        for k, r in enumerate(rows):
+            n = len(r.tokens)
+            ids[k, :n], pos[k, :n] = r.tokens, r.positions
+            visible[k, :n, shared:shared + n] = r.visible()
+            visible[k, np.arange(n, width), shared + np.arange(n, width)] = True  # padding sees itself: no empty row
+        mask = torch.zeros(visible.shape, dtype=self.dtype)
+        mask.masked_fill_(torch.from_numpy(~visible), torch.finfo(self.dtype).min)
+        cache = None
+        if shared:
+            cache = copy.deepcopy(self._cache)  # the prefix's cache, repeated over the rows; the original stays one sequence
+            if len(rows) > 1:
+                cache.batch_repeat_interleave(len(rows))
+        kw = {"input_ids": torch.from_numpy(ids).to(dev), "position_ids": torch.from_numpy(pos).to(dev),
+              "attention_mask": mask[:, None].to(dev), "use_cache": shared > 0}
+        if cache is not None:
+            kw[self._cache_arg] = cache
+        with torch.inference_mode():
+            hidden = base(**kw).last_hidden_state
+            which = [(k, j) for k, r in enumerate(rows) for j in r.last_node]
+            picked = hidden[torch.tensor([k for k, _ in which], device=dev), torch.tensor([j for _, j in which], device=dev)]
+            z = logits_at(picked, cols)
+        self.evaluated_tokens += sum(len(r.tokens) for r in rows)
+        return z.float().cpu().numpy().astype(np.float64)
+
+    def _cache_prefix(self, prefix: list[int]) -> None:
+        """Make the one-sequence cache hold exactly ``prefix`` (re-using what it already holds)."""
+        from transformers import DynamicCache
+
+        if not prefix:
+            return
+        common = _lcp(self._cache_ids, prefix) if self._cache is not None else 0
+        if common == 0:
+            self._cache = DynamicCache()
+        elif common < len(self._cache_ids):
+            self._cache.crop(-(len(self._cache_ids) - common))  # negative: remove that many
+        if common < len(prefix):
+            out = self._forward(prefix[common:], cache=self._cache)
+            self._cache = _returned_cache(out, self._cache)
+            self.evaluated_tokens += len(prefix) - common
+        self._cache_ids = list(prefix)
 
     # ---- generation ------------------------------------------------------------------------
     def generate_json(self, messages: list[dict], schema: dict, seed: int, temperature: float = 0.7, max_tokens: int = 512) -> str:

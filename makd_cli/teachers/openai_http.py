@@ -20,6 +20,23 @@ mass / number of missing labels)). These are log-probabilities, not logits; they
 logits by one constant per prompt, so the softmax over the labels is the same where all labels are
 listed. Labels are matched by their text, so they must be single tokens on the server's tokenizer
 (digits 1-9 and letters A-J are in every common vocabulary).
+
+**Exact label probabilities where the server allows it:** when the server has a tokenize endpoint
+(llama.cpp's and vLLM's ``/tokenize``, llama-cpp-python's ``/extras/tokenize``), every request also
+carries ``logit_bias`` +100 on the labels' token ids, which lifts all spellings of all labels into
+the top list, so none needs the floor (the bias adds the same constant to every label, so their
+softmax is unchanged). A server that rejects ``logit_bias`` is asked again without it, and that is
+remembered. The targets' metadata says which reading gave the probabilities (``label_probs``:
+``logit-bias`` when every prompt's list held every label spelling under the bias, else
+``top-logprobs``) and counts the prompts that needed the floor.
+
+**Throughput:** ``concurrency`` requests (default 16) are in flight at once (servers built for
+throughput batch them), with retries and jittered exponential backoff on 429/5xx and connection
+errors; results come back in prompt order, and the extractor saves finished units as before.
+
+**Redirects:** a redirect to another origin (scheme, host, port) than ``--api-base``'s is refused,
+never followed: the API key and the prompts go to that host only, and a key-less loopback endpoint
+cannot forward them elsewhere.
 """
 
 from __future__ import annotations
@@ -28,9 +45,13 @@ import ipaddress
 import json
 import math
 import os
+import random
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
 import numpy as np
@@ -64,6 +85,27 @@ def normalise_api_base(api_base: str) -> str:
     return base
 
 
+def _origin(url: str) -> tuple:
+    u = urlparse(url)
+    return u.scheme.lower(), (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme.lower())
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """urllib follows redirects and re-sends the headers, the API key included: follow only those
+    that stay on ``--api-base``'s origin."""
+
+    def __init__(self, api_base: str):
+        super().__init__()
+        self.origin = _origin(api_base)
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        if _origin(newurl) != self.origin:
+            fp.close()
+            raise MakdError(f"{req.full_url} redirected (HTTP {code}) to {newurl}, another host; makd does not follow it, so "
+                            "the API key and the prompts stay with --api-base's host: pass the final endpoint as --api-base")
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
 class HTTPError(Exception):
     def __init__(self, status: int, body: str):
         super().__init__(f"HTTP {status}: {body[:300]}")
@@ -74,7 +116,7 @@ class OpenAIChatLM(LanguageModel):
     backend = "openai"
 
     def __init__(self, model: str, api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
-                 timeout: float = 120.0, retries: int = 3, top_logprobs: int = 20):
+                 timeout: float = 120.0, retries: int = 3, top_logprobs: int = 20, concurrency: int = 16):
         self.model = model
         self.name = model
         self.api_base = normalise_api_base(api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
@@ -84,32 +126,50 @@ class OpenAIChatLM(LanguageModel):
             raise MakdError(f"--backend openai: ${api_key_env} is not set; export the API key for {self.api_base} "
                             "(only loopback endpoints are used without a key)")
         self.timeout, self.retries, self.top_logprobs = timeout, retries, top_logprobs
+        if concurrency < 1:
+            raise MakdError("--concurrency must be at least 1 (requests in flight)")
+        self.concurrency = concurrency
+        self.prompts_per_call = 4 * concurrency  # the extractor hands over several units at once: no idle tail per unit
         self.evaluated_tokens = 0
         self._format_mode = 0  # index into FORMAT_MODES: the first one the endpoint accepted
+        self._opener = urllib.request.build_opener(_SameOriginRedirects(self.api_base))
+        self._lock = threading.Lock()  # evaluated_tokens, the counts and the bias switch are shared by the threads
+        self._bias: dict[str, float] | None = None  # logit_bias for the current labels; {} when not available
+        self._bias_groups: list | None = None
+        self._biased_texts: set[str] = set()
+        self._tokenize_path: str | None = None
+        self.label_reads: Counter = Counter()  # prompts per reading: logit-bias | top-logprobs, and floored
+
+    @property
+    def label_probs_method(self) -> str:
+        """How this run's label probabilities were read (targets' metadata ``label_probs``)."""
+        reads = self.label_reads
+        return "logit-bias" if reads["logit-bias"] and not reads["top-logprobs"] else "top-logprobs"
 
     # ---- HTTP ------------------------------------------------------------------------------
-    def _post(self, path: str, body: dict) -> dict:
+    def _post(self, path: str, body: dict, *, url: str | None = None, retries: int | None = None) -> dict:
         data = json.dumps(body).encode("utf-8")
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
-        url = self.api_base + path
-        for attempt in range(self.retries + 1):
+        url = url or self.api_base + path
+        retries = self.retries if retries is None else retries
+        for attempt in range(retries + 1):
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     return json.loads(resp.read().decode("utf-8"))
             except urllib.error.HTTPError as exc:
                 text = exc.read().decode("utf-8", "replace")
-                if exc.code in (429, 502, 503, 504) and attempt < self.retries:
-                    time.sleep(min(30.0, 2.0 ** attempt))
+                if exc.code in (429, 502, 503, 504) and attempt < retries:
+                    _backoff(attempt, exc.headers.get("Retry-After") if exc.headers else None)
                     continue
                 if exc.code in (401, 403):
                     raise MakdError(f"{url} refused the request (HTTP {exc.code}): check the API key") from None
                 raise HTTPError(exc.code, text) from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt < self.retries:
-                    time.sleep(min(30.0, 2.0 ** attempt))
+                if attempt < retries:
+                    _backoff(attempt)
                     continue
                 reason = getattr(exc, "reason", exc)
                 raise MakdError(f"cannot reach {url}: {reason}; is the server running?") from None
@@ -123,7 +183,8 @@ class OpenAIChatLM(LanguageModel):
         except HTTPError as exc:
             raise MakdError(f"{self.api_base}/chat/completions failed: HTTP {exc.status}: {_error_message(exc.body)}") from None
         usage = out.get("usage") or {}
-        self.evaluated_tokens += int(usage.get("prompt_tokens") or 0)
+        with self._lock:
+            self.evaluated_tokens += int(usage.get("prompt_tokens") or 0)
         if not out.get("choices"):
             raise MakdError(f"{self.api_base}/chat/completions returned no choices: {json.dumps(out)[:200]}")
         return out
@@ -148,10 +209,13 @@ class OpenAIChatLM(LanguageModel):
         pass
 
     # ---- extraction ------------------------------------------------------------------------
-    def first_token_logprobs(self, messages: list[dict]) -> dict[str, float]:
+    def first_token_logprobs(self, messages: list[dict], logit_bias: dict[str, float] | None = None) -> dict[str, float]:
         """The top list of the first answer token: {token text: log-probability}."""
-        out = self._chat({"messages": messages, "max_tokens": 1, "temperature": 0.0, "seed": 0,
-                          "logprobs": True, "top_logprobs": self.top_logprobs})
+        body = {"messages": messages, "max_tokens": 1, "temperature": 0.0, "seed": 0,
+                "logprobs": True, "top_logprobs": self.top_logprobs}
+        if logit_bias:
+            body["logit_bias"] = logit_bias
+        out = self._chat(body)
         lp = out["choices"][0].get("logprobs") or {}
         content = lp.get("content") or []
         if not content or not content[0].get("top_logprobs"):
@@ -180,8 +244,74 @@ class OpenAIChatLM(LanguageModel):
             vals[missing] = min(lowest, math.log(leftover / int(missing.sum())))
         return vals
 
+    def server_token_ids(self, text: str) -> list[int] | None:
+        """``text``'s token ids on the server's tokenizer, through whichever tokenize endpoint it has
+        (llama.cpp and vLLM: ``/tokenize``; llama-cpp-python: ``/extras/tokenize``); None if none."""
+        root = self.api_base[: -len("/v1")] if self.api_base.endswith("/v1") else self.api_base
+        for path in [self._tokenize_path] if self._tokenize_path else ["/tokenize", "/extras/tokenize"]:
+            ids = []
+            for probe in ("", text):  # the empty text shows what the endpoint prepends (a BOS token)
+                body = {"content": probe, "add_special": False, "input": probe, "model": self.model, "prompt": probe,
+                        "add_special_tokens": False}
+                try:
+                    out = self._post("", body, url=root + path, retries=0)
+                except (HTTPError, MakdError):
+                    ids = None
+                    break
+                toks = out.get("tokens") if isinstance(out, dict) else None
+                if not isinstance(toks, list) or not all(isinstance(t, int) for t in toks):
+                    ids = None
+                    break
+                ids.append(toks)
+            if ids is not None:
+                self._tokenize_path = path
+                head, full = ids
+                return full[len(head):] if full[: len(head)] == head else full
+        return None
+
+    def _logit_bias(self, groups: list[list[str]]) -> dict[str, float]:
+        """+100 on every label spelling that is one token on the server ({} without a tokenizer)."""
+        if self._bias_groups != groups:
+            bias, texts = {}, set()
+            for text in (t for spellings in groups for t in spellings):
+                ids = self.server_token_ids(text)
+                if ids is None:  # no tokenize endpoint: no bias, the top list alone
+                    bias, texts = {}, set()
+                    break
+                if len(ids) == 1:
+                    bias[str(ids[0])] = 100.0
+                    texts.add(text)
+            self._bias, self._bias_groups, self._biased_texts = bias, groups, texts
+        return self._bias or {}
+
+    def _score(self, messages: list[dict], groups: list[list[str]]) -> np.ndarray:
+        bias = self._bias or {}
+        if bias:
+            try:
+                top = self.first_token_logprobs(messages, bias)
+            except MakdError as exc:
+                if "logit_bias" not in str(exc) and "HTTP 400" not in str(exc) and "HTTP 422" not in str(exc):
+                    raise
+                with self._lock:
+                    self._bias = {}  # the endpoint takes no logit_bias: ask again without it, and from now on
+                bias = {}
+                top = self.first_token_logprobs(messages)
+        else:
+            top = self.first_token_logprobs(messages)
+        found_all = all(any(s in top for s in spellings) for spellings in groups)
+        exact = bool(bias) and found_all and all(t in top for t in self._biased_texts)
+        with self._lock:
+            self.label_reads["logit-bias" if exact else "top-logprobs"] += 1
+            self.label_reads["floored"] += not found_all
+        return self.label_scores(top, groups)
+
     def option_logprobs(self, messages_list: list[list[dict]], groups: list[list[str]]) -> np.ndarray:
-        return np.stack([self.label_scores(self.first_token_logprobs(m), groups) for m in messages_list])
+        """Label scores of every prompt (n x M), ``concurrency`` requests in flight, in prompt order."""
+        self._logit_bias(groups)
+        if self.concurrency == 1 or len(messages_list) == 1:
+            return np.stack([self._score(m, groups) for m in messages_list])
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(messages_list))) as pool:
+            return np.stack(list(pool.map(lambda m: self._score(m, groups), messages_list)))
 
     # ---- generation ------------------------------------------------------------------------
     def generate_json(self, messages: list[dict], schema: dict, seed: int, temperature: float = 0.7, max_tokens: int = 512) -> str:
@@ -203,6 +333,16 @@ class OpenAIChatLM(LanguageModel):
         self.evaluated_tokens += int((out.get("usage") or {}).get("prompt_tokens") or 0)
         choices = out.get("choices") or [{}]
         return (choices[0].get("message") or {}).get("content") or ""
+
+
+def _backoff(attempt: int, retry_after: str | None = None) -> None:
+    """Exponential backoff with jitter (concurrent requests that failed together do not retry
+    together); a server's Retry-After in seconds is honoured up to 30 s."""
+    try:
+        wait = float(retry_after) if retry_after else None
+    except ValueError:
+        wait = None
+    time.sleep(min(30.0, wait if wait is not None else 2.0 ** attempt * (0.5 + random.random())))
 
 
 def _error_message(body: str) -> str:
