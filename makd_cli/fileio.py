@@ -14,6 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import re
 import socket
 import stat
 import tempfile
@@ -56,27 +57,39 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+_SCANNED: set[str] = set()  # folders already cleaned by this process: one scan each, not one per write
+_OURS = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.\-]+)-(?P<pid>\d+)\.[^.]+(\.[^.]+)*\.tmp$")
+_OLD = re.compile(r"^\.(?P<name>.+)\.[A-Za-z0-9_]{8}(\.[^.]+)*\.tmp$")  # mkstemp names of older makd versions
+
+
 def clean_stale_temporaries(path: Path) -> int:
-    """Remove ``.NAME.*.tmp`` files beside ``path`` left by a killed writer; returns how many went.
+    """Remove hidden ``.NAME.*.tmp`` files in ``path``'s folder left by killed writers; returns how many.
 
     Temporaries carry ``HOST-PID`` in their name: one from this host whose process is gone is stale.
-    Others (another host, or an older makd's name) go once they are ``STALE_TMP_SECONDS`` old."""
-    removed = 0
+    Others (another host, or an older makd's name) go once they are ``STALE_TMP_SECONDS`` old, and
+    only when their NAME is ``path``'s or a file beside them. Each folder is scanned once per process
+    (a resumable extraction writes thousands of units into one folder)."""
+    folder = path.parent
+    key = os.path.abspath(folder)
+    if key in _SCANNED:
+        return 0
+    _SCANNED.add(key)
     try:
-        candidates = list(path.parent.glob(f".{path.name}.*.tmp"))
+        entries = [e for e in os.scandir(folder) if e.name.startswith(".") and e.name.endswith(".tmp")]
     except OSError:
         return 0
-    host = _host()
-    for tmp in candidates:
-        parts = tmp.name[len(path.name) + 2:].split(".")
-        owner = parts[0].rsplit("-", 1) if parts else []
+    host, removed = _host(), 0
+    for entry in entries:
+        ours = _OURS.match(entry.name)
         try:
-            if len(owner) == 2 and owner[0] == host and owner[1].isdigit():
-                stale = not _pid_alive(int(owner[1]))
+            if ours and ours["host"] == host:
+                stale = not _pid_alive(int(ours["pid"]))
             else:
-                stale = time.time() - tmp.stat().st_mtime > STALE_TMP_SECONDS
+                m = ours or _OLD.match(entry.name)
+                beside = m is not None and (m["name"] == path.name or (folder / m["name"]).exists())
+                stale = beside and time.time() - entry.stat().st_mtime > STALE_TMP_SECONDS
             if stale:
-                tmp.unlink()
+                os.unlink(entry.path)
                 removed += 1
         except OSError:
             continue
