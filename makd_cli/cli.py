@@ -370,7 +370,6 @@ _KINDS = {  # makd plugins KIND: module and registry of each plug-in kind
     "multimodal-backend": ("makd_cli.teachers.backends", "MULTIMODAL_BACKENDS"),
     "control": ("makd_cli.controls", "CONTROLS"),
     "teacher": ("makd_cli.controls", "CONTROL_TEACHERS"),
-    "teacher": ("makd_cli.controls", "CONTROL_TEACHERS"),
     "view": ("makd_cli.inspect.views", "VIEWS"),
     "strategy": ("makd_cli.select", "STRATEGIES"),
     "task": ("makd_cli.train.tasks", "TASKS"),

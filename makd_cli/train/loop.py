@@ -6,11 +6,8 @@ the path of an uninterrupted one.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import sys
-import time
 from contextlib import nullcontext
 from types import SimpleNamespace
 from pathlib import Path
@@ -26,21 +23,16 @@ from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
-from makd_cli.fileio import atomic_write_text, check_output_path, output_lock, sha256_file
-from makd_cli.formats.checkpoint import load_checkpoint, save_checkpoint
+from makd_cli.fileio import check_output_path, output_lock, sha256_file
+from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.methods.base import TargetTable
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.distributed import all_reduce_sums, barrier, init_distributed, per_rank_batch, shutdown
+from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
+from makd_cli.train.engine import Objective, Run, fit, seed_everything
 from makd_cli.train.progress import TrainProgress
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def default_workers(device: torch.device) -> int:
@@ -184,77 +176,41 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         out.mkdir(parents=True, exist_ok=True)
     train_data = TorchSplit(train_split, tr_tf, what="train")  # unreadable images: skipped, counted, bounded
 
+    def step(batch, epoch):
+        train_data.unreadable.check()
+        images, labels, indices = batch
+        if device.type == "cuda" and cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            logits, extra = step_model(images)
+            teacher_logits = None
+            batch = Batch(images, labels, indices, epoch)
+            if teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = teacher(images)[0].float()
+            elif logit_table is not None:
+                teacher_logits = logit_table.lookup(batch)
+            batch.teacher_logits = teacher_logits
+            ce = F.cross_entropy(logits.float(), labels)
+            parts = [t.loss(logits.float(), extra[:, offsets[i]:offsets[i + 1]].float(), batch) for i, t in enumerate(terms)]
+            loss = ce + sum(parts)
+        return loss, {"ce": ce.item(), **{t.name: p.item() for t, p in zip(terms, parts)}}
+
+    def validate() -> dict:
+        if val_split is None:
+            return {}
+        pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device),
+                     what="validation")
+        return {"val_top1": topk_accuracy(pv["logits"], pv["labels"], 1)}
+
+    objective = Objective(model=model, data=train_data, train_modules=[model], step=step, validate=validate,
+                          parts=("ce", *(t.name for t in terms)), batch_size=batch_size,
+                          drop_last=len(train_split) > cfg.batch_size)
+    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, best_val, start_epoch)
     with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
-        for epoch in range(start_epoch, cfg.epochs):
-            seed_everything(cfg.seed * 100_003 + epoch)
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            sampler = None
-            if info.enabled:
-                sampler = torch.utils.data.distributed.DistributedSampler(train_data, info.world, info.rank, shuffle=True, seed=cfg.seed)
-                sampler.set_epoch(epoch)
-            loader = torch.utils.data.DataLoader(
-                train_data, batch_size=batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
-                num_workers=workers, drop_last=len(train_split) > cfg.batch_size, pin_memory=device.type == "cuda",
-                persistent_workers=False,
-            )
-            model.train()
-            t0, sums, n_seen = time.time(), {"loss": 0.0, "ce": 0.0, **{t.name: 0.0 for t in terms}}, 0
-            bar.start_epoch(epoch, len(loader))
-            for images, labels, indices in loader:
-                train_data.unreadable.check()
-                images, labels, indices = images.to(device, non_blocking=True), labels.to(device), indices.to(device)
-                if device.type == "cuda" and cfg.channels_last:
-                    images = images.contiguous(memory_format=torch.channels_last)
-                with autocast():
-                    logits, extra = step_model(images)
-                    teacher_logits = None
-                    batch = Batch(images, labels, indices, epoch)
-                    if teacher is not None:
-                        with torch.no_grad():
-                            teacher_logits = teacher(images)[0].float()
-                    elif logit_table is not None:
-                        teacher_logits = logit_table.lookup(batch)
-                    batch.teacher_logits = teacher_logits
-                    ce = F.cross_entropy(logits.float(), labels)
-                    parts = [t.loss(logits.float(), extra[:, offsets[i]:offsets[i + 1]].float(), batch) for i, t in enumerate(terms)]
-                    loss = ce + sum(parts)
-                if not torch.isfinite(loss):
-                    raise MakdError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr or --aux-weight")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                b = labels.shape[0]
-                n_seen += b
-                sums["loss"] += loss.item() * b
-                sums["ce"] += ce.item() * b
-                for t, p in zip(terms, parts):
-                    sums[t.name] += p.item() * b
-                bar.step(loss.item())
-            scheduler.step()
-            sums = all_reduce_sums({**sums, "_n": float(n_seen)}, info)
-            n_seen = int(sums.pop("_n"))
-            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
-                      "images_per_s": round(n_seen / max(time.time() - t0, 1e-9), 1),
-                      **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
-            if val_split is not None:
-                pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device),
-                             what="validation")
-                record["val_top1"] = topk_accuracy(pv["logits"], pv["labels"], 1)
-            history.append(record)
-            score = record.get("val_top1", -record["train_loss"])
-            is_best = score > best_val
-            best_val = max(best_val, score)
-            state = {**base, "model": model.state_dict(), "epoch": epoch, "history": history, "best_val_top1": best_val,
-                     "metrics": record, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-            if info.main:
-                if is_best:
-                    save_checkpoint(best_path, {k: v for k, v in state.items() if k not in ("optimizer", "scheduler")})
-                save_checkpoint(last_path, state)
-                atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            barrier(info)
-            bar.end_epoch(record)
+        fit(cfg, run, objective, bar)
     skipped = train_data.unreadable.report()
     if skipped and info.main:  # a warning, on stderr like extraction's: the results stay machine-readable
         print(f"makd: {out}: {unreadable_note(skipped)}", file=sys.stderr)
-    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": best_val, "history": history, "split": base["split"],
+    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": run.best_val, "history": run.history, "split": base["split"],
             "unreadable_images": skipped}

@@ -21,9 +21,7 @@ Single process only (no torchrun).
 from __future__ import annotations
 
 import copy
-import json
 import os
-import time
 from contextlib import nullcontext
 
 import torch
@@ -37,15 +35,16 @@ from makd_cli.data.transforms import MEAN, STD, default_image_size, eval_transfo
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
-from makd_cli.fileio import atomic_write_text, sha256_file
-from makd_cli.formats.checkpoint import load_checkpoint, save_checkpoint
+from makd_cli.fileio import sha256_file
+from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.losses import lead_weighted_kl
 from makd_cli.methods.base import MethodContext
 from makd_cli.methods.lead import TeacherDistribution
 from makd_cli.students import build_student
 from makd_cli.train.config import TrainConfig
 from makd_cli.device import resolve_device
-from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths, seed_everything
+from makd_cli.train.engine import Objective, Run, fit, seed_everything
+from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
 from makd_cli.train.progress import TrainProgress
 
 METHOD = "lead-ssl"
@@ -254,64 +253,45 @@ def train_moco(cfg: TrainConfig) -> dict:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
     out.mkdir(parents=True, exist_ok=True)
     m, temp = cfg.moco_momentum, cfg.moco_temperature
+    keys = {}  # this step's keys, queued after the optimizer step
 
+    def step(batch, epoch):
+        v1, v2, idx = batch
+        with autocast():
+            feats = model.backbone(v1)
+            class_logits, z = model.fc(feats), proj(feats)
+            with torch.no_grad():
+                momentum_update(model.backbone, key_backbone, m)
+                momentum_update(proj, key_proj, m)
+                zk = key_proj(key_backbone(v2))
+        # the losses in fp32: bf16 similarities / 0.2 would be coarse
+        q, k = F.normalize(z.float(), dim=1), F.normalize(zk.float(), dim=1)
+        keys["k"] = k
+        nce = info_nce(q, k, queue.queue.clone().detach(), temp)
+        p, h = teacher.lookup(idx) if teacher is not None else (None, None)
+        loss, con, kd = lead_ssl_loss(nce, class_logits.float(), p, h, weight)
+        return loss, {"moco": con.item(), "lead": kd.item(), "entropy": h.mean().item() if h is not None else 1.0}
+
+    def validate() -> dict:  # monitoring only: nothing is chosen by it
+        if val_split is None or teacher is None:
+            return {}
+        pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device))
+        return {"val_top1": topk_accuracy(pv["logits"], pv["labels"], 1)}
+
+    def extra_state() -> dict:
+        return {"moco": {"projection": proj.state_dict(), "key_backbone": key_backbone.state_dict(),
+                         "key_projection": key_proj.state_dict(), "queue": queue.state_dict()}}
+
+    objective = Objective(
+        model=model, data=data, train_modules=[model, proj, key_backbone, key_proj], step=step,
+        after_step=lambda batch: queue.enqueue(keys.pop("k")), validate=validate, extra_state=extra_state,
+        parts=("moco", "lead", "entropy"), batch_size=min(cfg.batch_size, len(data)), drop_last=True,
+        keep="latest",  # no labels to choose an epoch by: the latest is the result
+    )
+    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, workers=workers, history=history,
+              start_epoch=start_epoch)
     with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet) as bar:
-        for epoch in range(start_epoch, cfg.epochs):
-            seed_everything(cfg.seed * 100_003 + epoch)
-            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
-            loader = torch.utils.data.DataLoader(
-                data, batch_size=min(cfg.batch_size, len(data)), shuffle=True, generator=gen, num_workers=workers,
-                drop_last=True, pin_memory=device.type == "cuda", persistent_workers=False,
-            )
-            model.train(), proj.train(), key_backbone.train(), key_proj.train()
-            t0, n_seen = time.time(), 0
-            sums = {"loss": 0.0, "moco": 0.0, "lead": 0.0, "entropy": 0.0}
-            bar.start_epoch(epoch, len(loader))
-            for v1, v2, idx in loader:
-                v1, v2, idx = v1.to(device, non_blocking=True), v2.to(device, non_blocking=True), idx.to(device)
-                with autocast():
-                    feats = model.backbone(v1)
-                    class_logits, z = model.fc(feats), proj(feats)
-                    with torch.no_grad():
-                        momentum_update(model.backbone, key_backbone, m)
-                        momentum_update(proj, key_proj, m)
-                        zk = key_proj(key_backbone(v2))
-                # the losses in fp32: bf16 similarities / 0.2 would be coarse
-                q, k = F.normalize(z.float(), dim=1), F.normalize(zk.float(), dim=1)
-                nce = info_nce(q, k, queue.queue.clone().detach(), temp)
-                p, h = teacher.lookup(idx) if teacher is not None else (None, None)
-                loss, con, kd = lead_ssl_loss(nce, class_logits.float(), p, h, weight)
-                if not torch.isfinite(loss):
-                    raise MakdError(f"the loss became {loss.item()} at epoch {epoch + 1}; lower --lr or --aux-weight")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                queue.enqueue(k)
-                b = v1.shape[0]
-                n_seen += b
-                sums["loss"] += loss.item() * b
-                sums["moco"] += con.item() * b
-                sums["lead"] += kd.item() * b
-                sums["entropy"] += (h.mean().item() if h is not None else 1.0) * b
-                bar.step(loss.item())
-            scheduler.step()
-            record = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
-                      "images_per_s": round(n_seen / max(time.time() - t0, 1e-9), 1),
-                      **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
-            if val_split is not None and teacher is not None:  # monitoring only: nothing is chosen by it
-                pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device))
-                record["val_top1"] = topk_accuracy(pv["logits"], pv["labels"], 1)
-            history.append(record)
-            score = record.get("val_top1", -record["train_loss"])
-            moco_state = {"projection": proj.state_dict(), "key_backbone": key_backbone.state_dict(),
-                          "key_projection": key_proj.state_dict(), "queue": queue.state_dict()}
-            state = {**base, "model": model.state_dict(), "epoch": epoch, "history": history, "best_val_top1": score,
-                     "metrics": record}
-            save_checkpoint(best_path, state)  # no labels to choose an epoch by: the latest is the result
-            save_checkpoint(last_path, {**state, "moco": moco_state, "optimizer": optimizer.state_dict(),
-                                        "scheduler": scheduler.state_dict()})
-            atomic_write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-            bar.end_epoch(record)
+        fit(cfg, run, objective, bar)
     final = history[-1] if history else {}
     return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": final.get("val_top1", -final.get("train_loss", 0.0)),
             "history": history, "split": base["split"]}

@@ -1,0 +1,136 @@
+"""The one training loop every task runs (open_clip's pattern: objectives differ, the loop does not).
+
+A task (``train/tasks.py``) builds its modules and hands ``fit`` an ``Objective``: the training data,
+one step's loss and what follows the optimizer step. ``fit`` owns everything else, the same way for
+every task: per-epoch reseeding (so ``--resume`` is bit-identical), the loader (a DistributedSampler
+under torchrun), train mode, the loss check, the optimizer and scheduler steps, the per-epoch record,
+validation, ``best.pt`` / ``last.pt`` / ``metrics.jsonl`` written atomically, and the progress bar.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from makd_cli.errors import MakdError
+from makd_cli.fileio import atomic_write_text
+from makd_cli.formats.checkpoint import save_checkpoint
+from makd_cli.train.distributed import DistInfo, all_reduce_sums, barrier
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _no_op(*_args) -> None:
+    return None
+
+
+@dataclass
+class Objective:
+    """What one training task contributes to the loop."""
+
+    model: nn.Module  # the student: ``model`` in both checkpoints
+    data: torch.utils.data.Dataset  # items are tuples of tensors (or ints), moved to the device per batch
+    train_modules: list[nn.Module]  # put in train mode at the start of every epoch
+    # (batch on the device, epoch) -> (loss to minimise, named parts to log as train_<name>; floats or tensors)
+    step: Callable[[tuple, int], tuple[Tensor, dict]]
+    after_step: Callable[[tuple], None] = _no_op  # after optimizer.step(): momentum encoders, queues
+    validate: Callable[[], dict] | None = None  # -> {"val_top1": ...}; None: no validation
+    extra_state: Callable[[], dict] = dict  # more of last.pt (resume), e.g. a key encoder and its queue
+    parts: tuple[str, ...] = ()  # names of the logged parts, in order (train_<name> in every record)
+    batch_size: int = 16
+    drop_last: bool = True
+    keep: str = "best"  # best: best.pt is the best-scoring epoch; latest: every epoch replaces it
+    loss_hint: str = "lower --lr or --aux-weight"
+
+
+@dataclass
+class Run:
+    """Where a run writes and where it stands (fresh, or loaded from last.pt by the task)."""
+
+    out: Path
+    last_path: Path
+    best_path: Path
+    base: dict  # the checkpoint fields every epoch shares (arch, classes, head, config, split)
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    device: torch.device
+    info: DistInfo = field(default_factory=DistInfo)
+    workers: int = 0
+    history: list = field(default_factory=list)
+    best_val: float = float("-inf")  # below any score: -train_loss is below -1 whenever the loss exceeds 1
+    start_epoch: int = 0
+
+
+def _to_device(items, device: torch.device) -> tuple:
+    return tuple(x.to(device, non_blocking=True) if isinstance(x, Tensor) else x for x in items)
+
+
+def fit(cfg, run: Run, obj: Objective, bar) -> Run:
+    """Train epochs ``run.start_epoch`` .. ``cfg.epochs - 1``; ``bar`` is a ``TrainProgress``."""
+    info, device = run.info, run.device
+    for epoch in range(run.start_epoch, cfg.epochs):
+        epoch_seed = cfg.seed * 100_003 + epoch
+        seed_everything(epoch_seed)
+        gen = torch.Generator().manual_seed(epoch_seed)
+        sampler = None
+        if info.enabled:
+            sampler = torch.utils.data.distributed.DistributedSampler(obj.data, info.world, info.rank, shuffle=True, seed=cfg.seed)
+            sampler.set_epoch(epoch)
+        loader = torch.utils.data.DataLoader(
+            obj.data, batch_size=obj.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
+            num_workers=run.workers, drop_last=obj.drop_last, pin_memory=device.type == "cuda", persistent_workers=False,
+        )
+        for module in obj.train_modules:
+            module.train()
+        t0, sums, n_seen = time.time(), {"loss": 0.0, **{name: 0.0 for name in obj.parts}}, 0
+        bar.start_epoch(epoch, len(loader))
+        for items in loader:
+            batch = _to_device(items, device)
+            loss, parts = obj.step(batch, epoch)
+            if not torch.isfinite(loss):
+                raise MakdError(f"the loss became {loss.item()} at epoch {epoch + 1}; {obj.loss_hint}")
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            obj.after_step(batch)
+            b = batch[0].shape[0]
+            n_seen += b
+            sums["loss"] += loss.item() * b
+            for name, value in parts.items():
+                sums[name] = sums.get(name, 0.0) + float(value) * b
+            bar.step(loss.item())
+        run.scheduler.step()
+        sums = all_reduce_sums({**sums, "_n": float(n_seen)}, info)
+        n_seen = int(sums.pop("_n"))
+        record = {"epoch": epoch + 1, "lr": run.optimizer.param_groups[0]["lr"], "seconds": round(time.time() - t0, 2),
+                  "images_per_s": round(n_seen / max(time.time() - t0, 1e-9), 1),
+                  **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
+        if obj.validate is not None:
+            record.update(obj.validate())
+        run.history.append(record)
+        score = record.get("val_top1", -record["train_loss"])
+        is_best = obj.keep == "latest" or score > run.best_val
+        run.best_val = score if obj.keep == "latest" else max(run.best_val, score)
+        state = {**run.base, "model": obj.model.state_dict(), "epoch": epoch, "history": run.history,
+                 "best_val_top1": run.best_val, "metrics": record}
+        if info.main:
+            if is_best:
+                save_checkpoint(run.best_path, state)
+            save_checkpoint(run.last_path, {**state, **obj.extra_state(), "optimizer": run.optimizer.state_dict(),
+                                            "scheduler": run.scheduler.state_dict()})
+            atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+        barrier(info)
+        bar.end_epoch(record)
+    return run
