@@ -20,7 +20,7 @@ import numpy as np
 
 from makd_cli.data.base import Split
 from makd_cli.errors import MakdError
-from makd_cli.extract.image_yesno import PARTIAL_FORMAT, _finish, _report_failures, run_chunks
+from makd_cli.extract.chunks import PARTIAL_FORMAT, finish, report_failures, run_chunks
 from makd_cli.fileio import sha256_text
 from makd_cli.formats.questions import Question
 from makd_cli.formats.targets import Targets
@@ -91,6 +91,6 @@ def extract_clip_scores(teacher, split: Split, questions: list[Question], classe
                   "truncated_descriptions": [classes[i] for i in truncated], "unused_descriptions": unused,
                   "zero_shot_accuracy": float(np.mean(logits.argmax(axis=1) == labels)),
                   "mean_entropy": float(entropy.mean()),
-                  "failed_images": _report_failures(split, failed, errors, "clip")},
+                  "failed_images": report_failures(split, failed, errors, "clip")},
         )
-    return _finish(out_path, targets)
+    return finish(out_path, targets)
