@@ -20,14 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-def common_prefix_len(a, b) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+from makd_cli.teachers.base import common_prefix_len
 
 
 @dataclass
