@@ -133,17 +133,17 @@ def extract(
     """Have a teacher answer the questions; write targets.h5 (resumes after an interruption)."""
     from makd_cli.cli_plugins import plugin_options
     from makd_cli.device import check_device_name
-    from makd_cli.extract.run import run_extract
+    from makd_cli.extract.run import ExtractConfig, run_extract
 
     if device is not None:
         check_device_name(device)
 
-    summary = run_extract(output=output, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip,
-                          teacher=teacher, backend=backend, prompt_layout=prompt_layout, labels=labels,
-                          temperature=temperature, restart=restart, seed=seed, threads=threads, progress=not as_json,
-                          kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
-                          batch_questions=batch_questions, workers=workers, device=device, api_base=api_base, mmproj=mmproj,
-                          backend_options=plugin_options())
+    summary = run_extract(ExtractConfig(
+        output=output, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip, teacher=teacher,
+        backend=backend, api_base=api_base, backend_options=plugin_options(), prompt_layout=prompt_layout, labels=labels,
+        temperature=temperature, kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
+        batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj, restart=restart, seed=seed,
+        threads=threads, progress=not as_json))
 
     def render():
         s = summary

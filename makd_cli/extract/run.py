@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from makd_cli.errors import MakdError
@@ -21,13 +22,48 @@ def _class_list(classes: Path | None, data: str | None) -> list[str]:
     raise MakdError("give the classes: --classes FILE or --data DATASET")
 
 
-def run_extract(*, output: Path, **options) -> dict:
-    """Run the extraction while holding the output's lock: a second job on the same -o stops at once
-    (naming the holder) instead of repeating all the work. Under torchrun only rank 0 takes it."""
+@dataclass(frozen=True, kw_only=True)
+class ExtractConfig:
+    """Everything ``makd extract`` takes (the flags of the same names); exactly one teacher is set."""
+
+    output: Path  # targets file to write
+    questions: Path | None = None
+    classes: Path | None = None
+    data: str | None = None
+    llm: str | None = None  # language-only teacher (per-class answers)
+    mllm: str | None = None  # multimodal teacher (per-image answers)
+    clip: str | None = None  # LEAD's CLIP teacher
+    teacher: str | None = None  # control teacher: random | word-embedding[:MODEL]
+    backend: str = "llama.cpp"
+    api_base: str | None = None
+    backend_options: dict = field(default_factory=dict)  # options the chosen backend declares (--batch-size ...)
+    prompt_layout: str = "paper"
+    labels: str = "digits"
+    temperature: float = 1.0
+    kind: str = "yesno"  # --mllm: yesno | zero_shot
+    split: str = "train"
+    object_word: str = "object"
+    trust_remote_code: bool = False
+    batch_questions: int = 64
+    workers: int = 2
+    device: str | None = None
+    mmproj: Path | None = None
+    restart: bool = False
+    seed: int = 0
+    threads: int | None = None
+    progress: bool = True
+
+
+def run_extract(cfg: ExtractConfig | None = None, **fields_) -> dict:
+    """Run the extraction (an ``ExtractConfig``, or its fields as keywords) while holding the output's lock:
+    a second job on the same -o stops at once (naming the holder) instead of repeating all the work.
+    Under torchrun only rank 0 takes it."""
+    cfg = cfg if cfg is not None else ExtractConfig(**fields_)
+    options = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
     if os.environ.get("RANK", "0") != "0":
-        return _run_extract(output=output, **options)
-    with output_lock(output, "targets file"):
-        return _run_extract(output=output, **options)
+        return _run_extract(**options)
+    with output_lock(cfg.output, "targets file"):
+        return _run_extract(**options)
 
 
 def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, data: str | None, llm: str | None,
