@@ -111,6 +111,8 @@ def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise MakdError(f"cannot create the folder of {what} {path}: {exc.strerror or exc}") from None
+    if not os.access(parent, os.W_OK | os.X_OK):  # say so now, not after an hour of work
+        raise MakdError(f"cannot write {what} {path}: its folder {parent} is not writable; choose a writable -o")
     return path
 
 

@@ -287,3 +287,19 @@ def test_eval_reuses_cached_predictions(tiny_data, tmp_path, monkeypatch):
     monkeypatch.undo()
     third = report.evaluate_checkpoint(str(tmp_path / "run" / "best.pt"), str(tmp_path / "other"), device="cpu")
     assert sum(map(sum, third["confusion"])) == 15  # another dataset: a new key, computed again
+
+
+def test_read_only_folder_is_one_line(tmp_path, classes_file, questions_file, tiny_data):
+    """Item 7: a read-only folder (a read-only tmpfs, since root may write anywhere else)."""
+    ro = tmp_path / "ro"
+    if not _tmpfs(ro, "1m"):
+        pytest.skip("needs root to mount a tmpfs")
+    try:
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True, capture_output=True)
+        for args in (["extract", "--teacher", "random", "--questions", questions_file, "--classes", classes_file, "-o", ro / "t.h5"],
+                     ["data", "classes", tiny_data, "-o", ro / "c.txt"]):
+            proc = subprocess.run([sys.executable, "-m", "makd_cli", *map(str, args)], capture_output=True, text=True, timeout=300)
+            assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+            assert len(proc.stderr.strip().splitlines()) == 1 and "cannot write" in proc.stderr, proc.stderr
+    finally:
+        subprocess.run(["umount", str(ro)], capture_output=True)
