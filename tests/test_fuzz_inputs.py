@@ -283,9 +283,6 @@ CASES += [
                                              "--threads", "-3", "-o", out_file(t, "t.h5")], "t.h5"),
     Case("eval/unknown-option", lambda w, t: ["eval", w.ckpt, "--frobnicate"]),
 ]
-FLAG_CASES = {c.name for c in CASES if c.name.startswith(("train/-", "train/--", "train/classes-with-data", "gen-questions/temperature",
-                                                          "gen-questions/threads", "gen-questions/kind", "extract/threads",
-                                                          "eval/unknown-option"))}
 
 
 def _fake_gguf(tmp: Path) -> Path:

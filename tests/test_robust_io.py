@@ -4,7 +4,6 @@ makd eval's grouping and prediction cache."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -17,7 +16,7 @@ import torch
 
 from conftest import CLASSES, class_mcq_targets, make_imagefolder
 from makd_cli.errors import MakdError
-from makd_cli.fileio import atomic_path, atomic_write_text, clean_stale_temporaries, output_lock, read_text
+from makd_cli.fileio import atomic_write_text, clean_stale_temporaries, output_lock, read_text
 from makd_cli.formats.questions import read_classes
 from makd_cli.formats.targets import read_targets, write_targets
 
@@ -241,16 +240,14 @@ def test_eval_skips_an_unreadable_test_image(tiny_data, tmp_path):
 def test_decompression_bomb_counts_as_unreadable(tmp_path):
     from PIL import Image
 
-    from makd_cli.data.base import file_loader
+    from makd_cli.data.base import Split, file_loader
+    from makd_cli.data.transforms import TorchSplit
 
     p = tmp_path / "big.png"
-    Image.new("L", (20000, 20000)).save(p, optimize=False)
-    from makd_cli.data.transforms import TorchSplit
-    from makd_cli.data.base import Split
-
+    Image.new("L", (20000, 20000)).save(p)  # 400 M pixels: PIL refuses to decode it
     split = Split(["big.png"], [0], file_loader([p]))
-    assert TorchSplit(split, lambda im: im, skip_unreadable=True)[0] is None
-    del file_loader
+    data = TorchSplit(split, lambda im: im, skip_unreadable=True)
+    assert data[0] is None and data.unreadable.count() == 1
 
 
 def test_pretrained_accepts_makds_own_checkpoint(tiny_data, tmp_path):

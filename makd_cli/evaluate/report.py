@@ -172,9 +172,9 @@ def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compu
         except Exception:  # a damaged cache is recomputed, never trusted
             pass
     pred = compute()
-    for old in Path(path).parent.glob(f".eval-{Path(path).stem}-{split}-*.npz"):
-        old.unlink(missing_ok=True)  # predictions of an older checkpoint or dataset
     try:
+        for old in Path(path).parent.glob(f".eval-{Path(path).stem}-{split}-*.npz"):
+            old.unlink(missing_ok=True)  # predictions of an older checkpoint or dataset
         with atomic_path(file, suffix=".npz") as tmp:
             with open(tmp, "wb") as fh:
                 np.savez(fh, logits=pred["logits"], extra=pred["extra"], labels=pred["labels"], index=pred["index"],
