@@ -300,3 +300,16 @@ def test_read_only_folder_is_one_line(tmp_path, classes_file, questions_file, ti
             assert len(proc.stderr.strip().splitlines()) == 1 and "cannot write" in proc.stderr, proc.stderr
     finally:
         subprocess.run(["umount", str(ro)], capture_output=True)
+
+
+def test_lead_ssl_views_skip_an_unreadable_image(tmp_path):
+    from makd_cli.data.base import Split, file_loader
+    from makd_cli.train.moco import TwoViews
+
+    good, bad = tmp_path / "good.png", tmp_path / "bad.jpg"
+    make_imagefolder(tmp_path / "d", per_class_train=1, per_class_test=1)
+    good.write_bytes((tmp_path / "d" / "train" / CLASSES[0] / "000.png").read_bytes())
+    bad.write_bytes(b"not an image")
+    views = TwoViews(Split(["bad.jpg", "good.png"], [0, 1], file_loader([bad, good])), lambda im: im.size)
+    v1, v2, j = views[0]
+    assert j == 1 and v1 == v2 == (16, 16) and views.unreadable.count() == 1

@@ -31,7 +31,7 @@ from torchvision import transforms as T
 
 from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
-from makd_cli.data.transforms import MEAN, STD, default_image_size, eval_transform
+from makd_cli.data.transforms import MEAN, STD, TorchSplit, default_image_size, eval_transform
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
@@ -133,18 +133,26 @@ def moco_transform(size: int) -> T.Compose:
     ])
 
 
-class TwoViews(torch.utils.data.Dataset):
-    """(view 1, view 2, index): two augmentations of one image; the label is never read."""
+class _Twice:
+    """Two independent augmentations of one image (a class, not a lambda: loader workers pickle it)."""
+
+    def __init__(self, transform):
+        self.transform = transform
+
+    def __call__(self, img):
+        return self.transform(img), self.transform(img)
+
+
+class TwoViews(TorchSplit):
+    """(view 1, view 2, index): two augmentations of one image; the label is never read. An image that
+    cannot be decoded is flagged and the next readable one stands in, as in ``TorchSplit``."""
 
     def __init__(self, split, transform):
-        self.split, self.transform = split, transform
-
-    def __len__(self) -> int:
-        return len(self.split)
+        super().__init__(split, _Twice(transform), what="train")
 
     def __getitem__(self, i: int):
-        img = self.split.load(i)
-        return self.transform(img), self.transform(img), i
+        (v1, v2), _, j = super().__getitem__(i)
+        return v1, v2, j
 
 
 class _Progress(TrainProgress):
@@ -256,6 +264,7 @@ def train_moco(cfg: TrainConfig) -> dict:
     keys = {}  # this step's keys, queued after the optimizer step
 
     def step(batch, epoch):
+        data.unreadable.check()  # more than 1 % undecodable images: one line, not a silent run
         v1, v2, idx = batch
         with autocast():
             feats = model.backbone(v1)
