@@ -30,6 +30,10 @@ STALE_TMP_SECONDS = 600  # a leftover whose writer we cannot identify is removed
 
 
 def _umask() -> int:
+    """The process umask; read from /proc on Linux, since setting it to read it races with other threads."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status", encoding="ascii") as fh:
+            return int(next(ln for ln in fh if ln.startswith("Umask:")).split()[1], 8)
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
