@@ -10,8 +10,6 @@ Every module of this package is imported on first use: a new backend file regist
 
 from __future__ import annotations
 
-import inspect
-
 from makd_cli.registry import Registry, option_values
 
 LANGUAGE_BACKENDS: Registry = Registry("--backend", package="makd_cli.teachers.backends")
@@ -20,14 +18,6 @@ register_language_backend = LANGUAGE_BACKENDS.register
 register_multimodal_backend = MULTIMODAL_BACKENDS.register
 
 COMMON = ("threads", "seed", "api_base", "api_key_env", "device", "naive")
-
-
-def accepted(cls, values: dict) -> dict:
-    """The keyword arguments ``cls`` takes: a backend's options reach it only once it accepts them."""
-    params = inspect.signature(cls).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return dict(values)
-    return {k: v for k, v in values.items() if k in params}
 
 
 def load_llm(spec: str, backend: str = "llama.cpp", **kwargs):

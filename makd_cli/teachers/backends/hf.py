@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from makd_cli.errors import MakdError
 from makd_cli.registry import Option
-from makd_cli.teachers.backends import accepted, register_language_backend, register_multimodal_backend
+from makd_cli.teachers.backends import register_language_backend, register_multimodal_backend
 
 
 @register_language_backend("hf", help="a transformers causal LM (hub id or local folder)", options=[
@@ -15,7 +15,7 @@ def hf(spec, *, device="auto", seed=0, batch_size=0, **_):
         from makd_cli.teachers.hf_causal import HFCausalLM
     except ImportError:
         raise MakdError("--backend hf is not available in this build of makd") from None
-    return HFCausalLM(spec, **accepted(HFCausalLM, {"device": device, "seed": seed, "batch_size": batch_size}))
+    return HFCausalLM(spec, device=device, seed=seed, batch_size=batch_size)
 
 
 @register_multimodal_backend("transformers", help="an image-text-to-text model of transformers (hub id, alias or folder)")
