@@ -116,12 +116,12 @@ class FakeServer:
                     top = np.argsort(-lp)[: body.get("top_logprobs", 0)]
                     content = [{"token": VOCAB[top[0]], "logprob": float(lp[top[0]]),
                                 "top_logprobs": [{"token": VOCAB[i], "logprob": float(lp[i])} for i in top]}]
-                    self._send(200, {"choices": [{"message": {"role": "assistant", "content": VOCAB[top[0]]},
-                                                  "logprobs": {"content": content}}],
-                                     "usage": {"prompt_tokens": 10, "completion_tokens": 1}})
                 finally:
-                    with srv.lock:
+                    with srv.lock:  # before the answer leaves: the client may send its next request at once
                         srv.in_flight -= 1
+                self._send(200, {"choices": [{"message": {"role": "assistant", "content": VOCAB[top[0]]},
+                                              "logprobs": {"content": content}}],
+                                 "usage": {"prompt_tokens": 10, "completion_tokens": 1}})
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True

@@ -92,6 +92,7 @@ class HFCausalLM(LanguageModel):
         self.name = Path(spec).name if Path(spec).is_dir() else spec
         self.seed = seed
         self.evaluated_tokens = 0
+        self.padded_tokens = 0
         head = self.model.get_output_embeddings()
         self.n_vocab = int(head.weight.shape[0]) if head is not None else int(self.model.config.vocab_size)
         params = inspect.signature(self.model.forward).parameters
@@ -198,12 +199,12 @@ class HFCausalLM(LanguageModel):
 
     # ---- many prompts per forward (teachers/prefix_pack.py) -------------------------------------
     def _budgets(self) -> tuple[int, int]:
-        """(tree nodes per row, padded tokens per forward) when --batch-size is 0. A CPU runs about
-        as fast per token from a couple of thousand tokens per forward on (bench/extract_hf.py); a
-        GPU takes as many as half its free memory holds: the KV cache and activations per token,
-        plus the mask and attention scores of each row, which grow with the row's square."""
+        """(tree nodes per row, padded tokens per forward) when --batch-size is 0. On a CPU, rows of
+        512 nodes and forwards of 4096 tokens were the fastest tried (SmolLM2-135M; the A/B is in
+        bench/RESULTS.md); a GPU takes forwards as large as half its free memory holds: the KV cache
+        and activations per token, plus each row's mask and attention scores."""
         if self.device.type != "cuda":
-            return 128, 2048
+            return 512, 4096
         cfg = self.model.config
         torch = self.torch
         free, _ = torch.cuda.mem_get_info(self.device)
@@ -214,7 +215,7 @@ class HFCausalLM(LanguageModel):
         kv_heads = int(getattr(cfg, "num_key_value_heads", None) or heads)
         head_dim = int(getattr(cfg, "head_dim", None) or hidden // heads)
         inter = int(getattr(cfg, "intermediate_size", 4 * hidden))
-        row = 256
+        row = 512
         per_token = size * (2 * layers * kv_heads * head_dim + 8 * hidden + 3 * inter + 3 * heads * row)
         n = 1024
         while n < 65536 and 2 * n * per_token <= free // 2:
@@ -302,6 +303,7 @@ class HFCausalLM(LanguageModel):
             picked = hidden[torch.tensor([k for k, _ in which], device=dev), torch.tensor([j for _, j in which], device=dev)]
             z = logits_at(picked, cols)
         self.evaluated_tokens += sum(len(r.tokens) for r in rows)
+        self.padded_tokens += len(rows) * width  # what the forward computed, padding included (benchmarks)
         return z.float().cpu().numpy().astype(np.float64)
 
     def _cache_prefix(self, prefix: list[int]) -> None:

@@ -76,18 +76,19 @@ def pack(prompts: list[list[int]], members: list[int], shared: int | None = None
                        np.asarray(positions, dtype=np.int64), np.asarray(parents, dtype=np.int64), last)
 
 
-def plan_chunks(prompts: list[list[int]], order: list[int], max_prompts: int | None, max_nodes: int | None) -> list[list[int]]:
+def plan_chunks(prompts: list[list[int]], order: list[int], max_prompts: int | None, max_nodes: int | None,
+                skip: int = 0) -> list[list[int]]:
     """Cut ``order`` (prompt indices in sorted token order) into consecutive chunks of at most
-    ``max_prompts`` prompts and about ``max_nodes`` new tree nodes each (a prompt longer than the
-    budget gets a chunk of its own)."""
+    ``max_prompts`` prompts and about ``max_nodes`` tree nodes each below the first ``skip`` tokens
+    (which every prompt shares; a prompt longer than the budget gets a chunk of its own)."""
     chunks: list[list[int]] = []
     cur: list[int] = []
     nodes = 0
     for i in order:
-        new = len(prompts[i]) - (common_prefix_len(prompts[cur[-1]], prompts[i]) if cur else 0)
+        new = len(prompts[i]) - (common_prefix_len(prompts[cur[-1]], prompts[i]) if cur else skip)
         if cur and ((max_prompts and len(cur) >= max_prompts) or (max_nodes and nodes + new > max_nodes)):
             chunks.append(cur)
-            cur, nodes, new = [], 0, len(prompts[i])
+            cur, nodes, new = [], 0, len(prompts[i]) - skip
         cur.append(i)
         nodes += new
     if cur:
@@ -100,8 +101,9 @@ def plan_forwards(prompts: list[list[int]], order: list[int], row_nodes: int | N
     """Forward passes, each a list of rows, each a list of prompt indices, in sorted token order:
     rows of about ``row_nodes`` tree nodes, forwards of at most ``max_prompts`` prompts and about
     ``forward_nodes`` padded tokens (rows x longest row)."""
-    rows = plan_chunks(prompts, order, max_prompts, row_nodes)
-    sizes = [len(prompts[r[0]]) + sum(len(prompts[b]) - common_prefix_len(prompts[a], prompts[b]) for a, b in zip(r, r[1:]))
+    base = shared_prefix_len(prompts, order)  # below what every prompt shares (the cached prefix at the least)
+    rows = plan_chunks(prompts, order, max_prompts, row_nodes, skip=base)
+    sizes = [len(prompts[r[0]]) - base + sum(len(prompts[b]) - common_prefix_len(prompts[a], prompts[b]) for a, b in zip(r, r[1:]))
              for r in rows]
     forwards: list[list[list[int]]] = []
     cur: list[list[int]] = []
