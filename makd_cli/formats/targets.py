@@ -94,7 +94,8 @@ class Targets:
             raise MakdError(f"{where}: probs holds NaN or infinite values")
         if self.kind in ("class_mcq", "image_clip"):
             sums = self.probs.sum(axis=-1)
-            if not np.allclose(sums, 1.0, atol=1e-3):
+            # 5e-3: bfloat16 teachers' rows (LaViD's published targets) sum to 1 only within about 3e-3
+            if not np.allclose(sums, 1.0, atol=5e-3):
                 raise MakdError(f"{where}: {self.kind} rows must sum to 1 (found sums from {sums.min():.4f} to {sums.max():.4f})")
         if self.kind in ("class_yesno", "image_yesno") and (self.probs.min() < 0 or self.probs.max() > 1):
             raise MakdError(f"{where}: p(yes) must lie in [0, 1]")
