@@ -42,6 +42,7 @@ PROFILES = ("portable", "native", "amx")
 AVX2_BASELINE = ("avx", "avx2", "fma", "f16c", "bmi2")
 AMX_FEATURES = ("amx_tile", "amx_int8", "amx_bf16")
 _NO_AMX_CFLAGS = "-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+ENVIRONMENT_EXIT = 3  # the self-test's exit code for "a module or the model is missing", not a bad build
 STAMP_NAME = "makd-llama-build.json"  # in the venv's prefix: which build is installed there
 
 
@@ -184,10 +185,14 @@ def installed_stamp(prefix: str = sys.prefix) -> dict | None:
 
 
 def install(entry: CacheEntry, *, python: str = sys.executable) -> None:
-    cmd = [python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(entry.wheel)]
-    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if proc.returncode != 0:
-        raise BuildError(f"installing {entry.wheel.name} failed: {proc.stdout.strip().splitlines()[-1:]}")
+    # First the wheel itself, replacing whatever build is there; then, without --force, whatever of its
+    # dependencies (numpy, jinja2, diskcache, typing-extensions) the venv lacks.
+    for extra in (["--no-deps", "--force-reinstall"], []):
+        cmd = [python, "-m", "pip", "install", "-q", *extra, str(entry.wheel)]
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if proc.returncode != 0:
+            last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+            raise BuildError(f"installing {entry.wheel.name} failed: {last}")
     prefix = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True).stdout.strip()
     (Path(prefix) / STAMP_NAME).write_text(json.dumps(entry.spec, indent=1))
 
@@ -198,6 +203,10 @@ class SelfTest:
     message: str
     seconds: float = 0.0
     detail: dict = field(default_factory=dict)
+    # True when the native library itself failed (a signal such as SIGSEGV or SIGILL, a hang, or wrong
+    # output): the build is bad. False for a Python-level error (a missing module, a missing model): the
+    # environment is, and deleting the build would not help.
+    build_fault: bool = True
 
 
 def describe_exit(code: int) -> str:
@@ -223,7 +232,13 @@ def run_selftest(python: str = sys.executable, command: list[str] | None = None,
     if proc.returncode != 0:
         lines = [ln for ln in (proc.stdout + proc.stderr).strip().splitlines() if ln.strip()]
         last = lines[-1][:200] if lines else ""
-        return SelfTest(False, f"the llama.cpp self-test {describe_exit(proc.returncode)}" + (f": {last}" if last else ""), seconds)
+        try:  # the self-test's own report, when it got as far as writing one
+            last = json.loads(proc.stdout.strip().splitlines()[-1])["error"][:200]
+        except (ValueError, IndexError, KeyError, TypeError):
+            pass
+        environment = proc.returncode == ENVIRONMENT_EXIT  # the self-test says: not the build's fault
+        return SelfTest(False, f"the llama.cpp self-test {describe_exit(proc.returncode)}" + (f": {last}" if last else ""), seconds,
+                        build_fault=not environment)
     try:
         detail = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
@@ -258,6 +273,9 @@ def ensure(profile: str | None = None, *, cache: Path | None = None, python: str
         log(f"using the cached llama-cpp-python wheel {entry.folder.name}")
     installer(entry, python=python)
     result = selftest(python)
+    if not result.ok and not result.build_fault:  # e.g. a missing module: fix the environment, keep the wheel
+        raise BuildError(f"the llama.cpp self-test could not run ({result.message}); the build was kept; "
+                         f"run `make setup` again, or `makd doctor` for details")
     if not result.ok and action == "cached":
         log(f"the cached wheel fails its self-test ({result.message}): deleting it and rebuilding")
         discard(entry.folder)
@@ -265,6 +283,9 @@ def ensure(profile: str | None = None, *, cache: Path | None = None, python: str
         installer(entry, python=python)
         result = selftest(python)
         action = "rebuilt"
+        if not result.ok and not result.build_fault:
+            raise BuildError(f"the llama.cpp self-test could not run ({result.message}); the build was kept; "
+                             f"run `make setup` again, or `makd doctor` for details")
     mark_selftest(entry, result.ok)
     if not result.ok:
         discard(entry.folder)

@@ -13,13 +13,24 @@ import sys
 import time
 
 
+ENVIRONMENT_EXIT = 3  # makd_cli.llamacpp_build.ENVIRONMENT_EXIT: the environment, not the build, is at fault
+
+
 def main() -> int:
     started = time.time()
-    from llama_cpp import Llama, llama_print_system_info
-
+    from makd_cli.errors import MakdError
     from makd_cli.teachers.models import DEFAULT_LLM, resolve_gguf
 
-    path = resolve_gguf(os.environ.get("MAKD_SELFTEST_MODEL", DEFAULT_LLM))
+    try:
+        from llama_cpp import Llama, llama_print_system_info
+
+        path = resolve_gguf(os.environ.get("MAKD_SELFTEST_MODEL", DEFAULT_LLM))
+    except ModuleNotFoundError as exc:  # a missing Python dependency; a broken native library raises OSError
+        print(json.dumps({"ok": False, "environment": True, "error": f"missing Python module {exc.name}"}))
+        return ENVIRONMENT_EXIT
+    except MakdError as exc:  # the embedded model is not installed
+        print(json.dumps({"ok": False, "environment": True, "error": str(exc)}))
+        return ENVIRONMENT_EXIT
     # One thread: the kernels run the same, and a busy machine cannot stall OpenMP barriers.
     llm = Llama(str(path), n_ctx=512, n_threads=1, n_threads_batch=1, seed=0, verbose=False)
     # A prompt long enough to go through the batched matrix kernels (where AMX crashed), then decoding.

@@ -148,6 +148,18 @@ def test_ensure_stops_with_one_line_when_even_a_fresh_build_crashes(amx_machine)
     assert not (amx_machine / spec.key).exists()  # never reused
 
 
+def test_a_missing_module_is_not_blamed_on_the_build(amx_machine):
+    """The self-test's exit code 3 (a missing module or model) stops set-up but keeps the cached wheel."""
+    spec = lb.build_spec("portable", "x86_64", AMX_CPU)
+    fake_entry(amx_machine, spec)
+    missing = [sys.executable, "-c", "import json, sys; print(json.dumps({'ok': False, 'error': 'missing Python module diskcache'})); sys.exit(3)"]
+    rec = Recorder()
+    with pytest.raises(lb.BuildError, match="could not run.*diskcache.*build was kept"):
+        lb.ensure(None, cache=amx_machine, log=lambda m: None, builder=rec.builder, installer=rec.installer,
+                  selftest=lambda python=None: lb.run_selftest(command=missing))
+    assert rec.built == [] and lb.find_cached(amx_machine, spec, AMX_CPU, "x86_64") is not None
+
+
 def test_amx_is_opt_in_and_falls_back_when_its_selftest_fails(amx_machine, monkeypatch):
     amx = lb.build_spec("amx", "x86_64", AMX_CPU)
     rec = Recorder(fail_keys={amx.key})
