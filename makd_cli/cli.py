@@ -288,6 +288,8 @@ def inspect(
     top: Optional[int] = typer.Option(None, help="heatmap: the N most varying questions and most distinctive classes; question: the N surest classes; "
                                                 "class: N most and N least likely aspects (default 10); image: N aspects (default 20)."),
     quality: bool = typer.Option(False, "--quality", help="Target quality report (same as --view quality)."),
+    compare: Optional[List[Path]] = typer.Option(None, "--compare", help="Other targets of the same classes and questions: how far "
+                                                 "each agrees with SOURCE, per question and overall (--view compare; repeat for more)."),
     questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file, to show question texts and options instead of ids."),
     drop_low_entropy: Optional[Path] = typer.Option(None, "--drop-low-entropy", help="With --quality and --questions: write the questions without the low-entropy ones here."),
     image: Optional[List[str]] = typer.Option(None, "--image", metavar="FILE|INDEX",
@@ -305,9 +307,10 @@ def inspect(
     t-SNE of aspect outputs, one image's aspects, and Grad-CAM. See docs/inspect.md for a picture of each view."""
     from makd_cli.inspect.run import run_inspect
 
-    result = run_inspect(source, output, "quality" if quality or drop_low_entropy else view, question, class_name, top, questions,
+    chosen = "compare" if compare else "quality" if quality or drop_low_entropy else view
+    result = run_inspect(source, output, chosen, question, class_name, top, questions,
                          terminal, as_json, out, {"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
-                                                  "targets": targets, "limit": limit, "device": device})
+                                                  "targets": targets, "limit": limit, "device": device, "compare": list(compare or [])})
     if as_json:
         print(json.dumps(result, indent=1, default=str))
     elif output:
