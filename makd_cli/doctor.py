@@ -78,7 +78,7 @@ def _cuda(report: DoctorReport) -> None:
     report.checks.append(Check("cuda", "ok", f"CUDA {torch.version.cuda}: " + "; ".join(gpus)))
 
 
-def _cpu_and_llama(report: DoctorReport, config: DoctorConfig) -> None:
+def _cpu_and_llama(report: DoctorReport, config: DoctorConfig, selftest) -> None:
     from makd_cli import llamacpp_build as lb
 
     arch, features, model = lb.cpu_info()
@@ -101,15 +101,16 @@ def _cpu_and_llama(report: DoctorReport, config: DoctorConfig) -> None:
                                        "run `make setup` (it installs the portable build for this CPU)"))
         else:
             report.checks.append(Check("llama-cpp-python", "ok", found))
-    if not config.selftest:
+    if selftest is None:
         return
-    result = lb.run_selftest(command=list(config.selftest_command) if config.selftest_command else None)
+    result = selftest.result()
     if result.ok:
         info = result.detail.get("system_info", "").replace("CPU : ", "").replace(" = 1", "").replace(" |", "")
         report.checks.append(Check("llama.cpp self-test", "ok", f"passed in {result.seconds:.1f} s (compiled: {info.strip()})"))
     else:
-        report.checks.append(Check("llama.cpp self-test", "fail", result.message,
-                                   "`MAKD_LLAMA_BUILD=portable make setup` rebuilds llama-cpp-python without native or AMX kernels"))
+        fix = ("`MAKD_LLAMA_BUILD=portable make setup` rebuilds llama-cpp-python without native or AMX kernels"
+               if result.build_fault else "run `make setup` (a Python module or the embedded model is missing)")
+        report.checks.append(Check("llama.cpp self-test", "fail", result.message, fix))
 
 
 def _models_and_data(report: DoctorReport) -> None:
@@ -155,10 +156,17 @@ def _hub(report: DoctorReport, config: DoctorConfig) -> None:
 
 
 def run_doctor(config: DoctorConfig = DoctorConfig()) -> DoctorReport:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from makd_cli import llamacpp_build as lb
+
     report = DoctorReport()
-    _packages(report)
-    _cuda(report)
-    _cpu_and_llama(report, config)
-    _models_and_data(report)
-    _hub(report, config)
+    with ThreadPoolExecutor(max_workers=1) as pool:  # the self-test subprocess runs while the rest is checked
+        command = list(config.selftest_command) if config.selftest_command else None
+        selftest = pool.submit(lb.run_selftest, command=command) if config.selftest and _version("llama-cpp-python") else None
+        _packages(report)
+        _cuda(report)
+        _cpu_and_llama(report, config, selftest)
+        _models_and_data(report)
+        _hub(report, config)
     return report
