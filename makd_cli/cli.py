@@ -374,7 +374,7 @@ def data_info(data: str = typer.Argument(...), as_json: bool = typer.Option(Fals
 def import_questions(
     source: Path = typer.Argument(..., help="LaViD question file (questions/<dataset>/chat_50-5.txt)."),
     output: Path = typer.Option(..., "-o", "--output", help="questions.jsonl to write."),
-    fmt: str = typer.Option("lavid", "--from", help="Format of SOURCE: lavid."),
+    fmt: str = typer.Option("lavid", "--from", help="Format of SOURCE: lavid (LaViD's question blocks), makd (MaKD's yes/no questions, one per line)."),
     dataset: Optional[str] = typer.Option(None, "--lavid-dataset", help="LaViD's dataset name, which adds placeholder phrases as the "
                                                                       "reference does (caltech101: 'the object'; default: SOURCE's folder name)."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
@@ -392,9 +392,11 @@ def import_questions(
 def import_targets(
     source: Path = typer.Argument(..., help="LaViD targets (questions/<dataset>/logits/<model>_chat_50-5.json)."),
     output: Path = typer.Option(..., "-o", "--output", help="targets.h5 to write."),
-    classes: Path = typer.Option(..., "--classes", help="The dataset's class list (`makd data classes`): the targets' class order."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="--from lavid: the dataset's class list (`makd data classes`), the targets' class order."),
     questions: Path = typer.Option(..., "--questions", help="questions.jsonl from `makd import questions` of the file these targets answer."),
-    fmt: str = typer.Option("lavid", "--from", help="Format of SOURCE: lavid."),
+    fmt: str = typer.Option("lavid", "--from", help="Format of SOURCE: lavid ({class: Q x M}), lavid-images ({image: Q p(yes)}, with --data)."),
+    data: Optional[str] = typer.Option(None, "--data", help="--from lavid-images: the dataset (NAME:PATH) whose images the rows describe."),
+    split: str = typer.Option("train", "--split", help="--from lavid-images: the split whose images get rows (train or test)."),
     class_map: Optional[Path] = typer.Option(None, "--class-map", help="JSON {\"makd class\": \"LaViD name\"} for names that do not match "
                                                                       "after normalising case, spaces and underscores."),
     teacher: Optional[str] = typer.Option(None, "--teacher-name", help="Teacher recorded in the targets (default: lavid:<file stem>)."),
@@ -404,9 +406,13 @@ def import_targets(
     from makd_cli.interop.run import ImportTargetsConfig, import_targets as run
 
     report = run(ImportTargetsConfig(source=source, output=output, classes=classes, questions=questions, fmt=fmt,
-                                     class_map=class_map, teacher=teacher))
+                                     class_map=class_map, teacher=teacher, data=data, split=split))
 
     def render():
+        if "images" in report:
+            out.print(f"image_yesno targets for {report['images']} images x {report['questions']} questions -> {output} "
+                      f"({report['unused_images']} rows of other images left out)", highlight=False, soft_wrap=True)
+            return
         out.print(f"class_mcq targets for {report['classes']} classes x {report['questions']} questions x {report['options']} options "
                   f"-> {output}", highlight=False, soft_wrap=True)
         if report["renamed"]:
@@ -421,14 +427,16 @@ def import_targets(
 def export_targets(
     source: Path = typer.Argument(..., help="A class_mcq targets.h5."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
-    fmt: str = typer.Option("lavid", "--to", help="Format to write: lavid (the reference code's {class: Q x M} JSON)."),
+    fmt: str = typer.Option("lavid", "--to", help="Format to write: lavid (the reference code's {class: Q x M} JSON), lavid-images ({image: Q p(yes)})."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ):
     """Write targets for the reference code; a LaViD file imported and exported comes back byte for byte."""
     from makd_cli.interop.run import ExportTargetsConfig, export_targets as run
 
     report = run(ExportTargetsConfig(source=source, output=output, fmt=fmt))
-    _emit(report, as_json, lambda: out.print(f"wrote {report['classes']} classes x {report['questions']} questions -> {output}", highlight=False, soft_wrap=True))
+    _emit(report, as_json, lambda: out.print(f"wrote {report['classes'] if 'classes' in report else report['images']} "
+                                             f"{'classes' if 'classes' in report else 'images'} x {report['questions']} questions -> {output}",
+                                             highlight=False, soft_wrap=True))
 
 
 # ---------------------------------------------------------------------------------------------

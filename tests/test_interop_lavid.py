@@ -165,7 +165,7 @@ def test_cli_round_trip_and_json(files):
     proc = run_makd("export", "targets", tmp / "t.h5", "--to", "lavid", "-o", tmp / "back.json")
     assert proc.returncode == 0, proc.stderr
     assert (tmp / "back.json").read_text() == published
-    one_line_error(run_makd("export", "targets", tmp / "t.h5", "--to", "lavid-images", "-o", tmp / "x.jsonl"), "not supported yet")
+    one_line_error(run_makd("export", "targets", tmp / "t.h5", "--to", "lavid-images", "-o", tmp / "x.json"), "image_yesno targets")
 
 
 # ---- --prompt-layout lavid-reference ---------------------------------------------------------
@@ -227,3 +227,43 @@ def test_reference_layout_refuses_yes_no_questions():
 
     with pytest.raises(MakdError, match="lavid-reference asks LaViD's multiple-choice"):
         plan_for(None, [Question("yesno", "Is the <object> blue?")], "digits", "lavid-reference")
+
+
+# ---- --from lavid-images / --to lavid-images and MaKD's question lines ---------------------------
+def test_image_targets_round_trip(tiny_data, tmp_path):
+    from makd_cli.data import load_dataset
+
+    qfile = tmp_path / "aspects.txt"
+    qfile.write_text("Is there water in the image?\n\nDoes the object have stripes?\n")
+    report = import_questions(ImportQuestionsConfig(qfile, tmp_path / "q.jsonl", fmt="makd"))
+    assert report["questions"] == 2 and [q.kind for q in read_questions(tmp_path / "q.jsonl")] == ["yesno", "yesno"]
+    ds = load_dataset(str(tiny_data))
+    rng = np.random.default_rng(4)
+    # The reference keys images by "class folder/file name" where file names repeat across classes (caltech101).
+    data = {"/".join(i.split("/")[-2:]): bf16(rng.uniform(size=2)).tolist() for i in ds.train.ids}
+    data["elsewhere/999.png"] = [0.5, 0.5]  # an image of another split: left out
+    published = json.dumps(data, ensure_ascii=False, indent=4)
+    (tmp_path / "internvl2_img.json").write_text(published)
+    proc = run_makd("import", "targets", tmp_path / "internvl2_img.json", "--from", "lavid-images", "--data", tiny_data,
+                    "--questions", tmp_path / "q.jsonl", "-o", tmp_path / "t.h5", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["unused_images"] == 1
+    t = read_targets(tmp_path / "t.h5")
+    assert t.kind == "image_yesno" and t.images == ds.train.ids and np.array_equal(t.labels, ds.train.labels)
+    key = "/".join(ds.train.ids[5].split("/")[-2:])
+    assert np.array_equal(t.probs[5].astype(np.float64), np.array(data[key]))
+    export_targets(ExportTargetsConfig(tmp_path / "t.h5", tmp_path / "back.json", fmt="lavid-images"))
+    del data["elsewhere/999.png"]
+    assert (tmp_path / "back.json").read_text() == json.dumps(data, ensure_ascii=False, indent=4)
+    # A missing image, a row of the wrong length: one line each.
+    short = dict(data)
+    short.pop(key)
+    (tmp_path / "short.json").write_text(json.dumps(short))
+    one_line_error(run_makd("import", "targets", tmp_path / "short.json", "--from", "lavid-images", "--data", tiny_data,
+                            "--questions", tmp_path / "q.jsonl", "-o", tmp_path / "x.h5"), "has no row for 1 of the split's")
+    data[key] = [0.5]
+    (tmp_path / "bad.json").write_text(json.dumps(data))
+    one_line_error(run_makd("import", "targets", tmp_path / "bad.json", "--from", "lavid-images", "--data", tiny_data,
+                            "--questions", tmp_path / "q.jsonl", "-o", tmp_path / "x.h5"), "must hold 2 numbers")
+    one_line_error(run_makd("import", "targets", tmp_path / "bad.json", "--from", "lavid-images",
+                            "--questions", tmp_path / "q.jsonl", "-o", tmp_path / "x.h5"), "needs --data")

@@ -228,3 +228,75 @@ def reference_prompt(q: Question, class_name: str, letters: bool = False) -> str
     place of every placeholder."""
     block = " ".join([q.text] + [f"{i}. {opt}" for i, opt in enumerate(q.options, 1)])
     return REFERENCE_INSTRUCTION.format(word="letter" if letters else "number") + block.replace(PLACEHOLDER, class_name)
+
+
+# ---- per-image yes/no targets (MaKD rows of the LaViD repository) ------------------------------
+# The reference's training code reads questions/<dataset>/logits/<teacher>_img.json: {image key: [Q p(yes)]},
+# the key being the image's file name (for caltech101 "class folder/file name"), as llava_logits.py writes it.
+def image_keys_for(sample_id: str) -> list[str]:
+    """The keys a makd sample id may have in a LaViD per-image file, most specific first."""
+    parts = sample_id.split("/")
+    return list(dict.fromkeys([sample_id, "/".join(parts[-2:]), parts[-1]]))
+
+
+def image_targets_from_json(data: dict, ids: list[str], labels, classes: list[str], question_ids: list[str], where: str,
+                            teacher: str, questions_sha256: str, source: dict) -> tuple[Targets, dict]:
+    Q = len(question_ids)
+    chosen, missing, taken = [], [], {}
+    for sid in ids:
+        key = next((k for k in image_keys_for(sid) if k in data), None)
+        if key is None:
+            missing.append(sid)
+            continue
+        if key in taken:
+            raise MakdError(f"{where}: images {taken[key]!r} and {sid!r} both match its key {key!r}; "
+                            "the file names a split's images ambiguously")
+        taken[key] = sid
+        chosen.append(key)
+    if missing:
+        raise MakdError(f"{where} has no row for {len(missing)} of the split's {len(ids)} images (first: "
+                        f"{', '.join(map(repr, missing[:3]))}); it keys images by file name (caltech101: folder/file)")
+    probs = np.zeros((len(ids), Q), dtype=np.float64)
+    for i, key in enumerate(chosen):
+        row = data[key]
+        if not isinstance(row, list) or len(row) != Q or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row):
+            raise MakdError(f"{where}: image {key!r} must hold {Q} numbers (one p(yes) per question), found "
+                            f"{len(row) if isinstance(row, list) else type(row).__name__}")
+        probs[i] = row
+    if np.any(probs < 0) or np.any(probs > 1):
+        raise MakdError(f"{where} holds p(yes) outside [0, 1]")
+    if not np.array_equal(probs.astype(np.float32).astype(np.float64), probs):
+        raise MakdError(f"{where} holds probabilities float32 cannot keep exactly; makd's targets are float32")
+    meta = {"source": source, "lavid": {"image_keys": chosen}}
+    t = Targets("image_yesno", list(classes), list(question_ids), probs, teacher=teacher, questions_sha256=questions_sha256,
+                images=list(ids), labels=np.asarray(labels), meta=meta)
+    return t, {"images": len(ids), "questions": Q, "unused_images": len(data) - len(chosen)}
+
+
+def image_targets_to_json(t: Targets, where: str) -> str:
+    if t.kind != "image_yesno":
+        raise MakdError(f"{where} holds {t.kind} targets; LaViD's per-image files hold image_yesno targets (`makd extract --mllm`)")
+    keys = (t.meta.get("lavid") or {}).get("image_keys")
+    if not isinstance(keys, list) or len(keys) != len(t.images):
+        keys = [image_keys_for(i)[-1] for i in t.images]  # the file name, as the reference keys most datasets
+        if len(set(keys)) != len(keys):
+            keys = [image_keys_for(i)[1] for i in t.images]
+    return json.dumps({k: [float(x) for x in row] for k, row in zip(keys, t.probs)}, ensure_ascii=False, indent=4)
+
+
+def questions_from_lines(text: str, where: str, source_name: str) -> tuple[list[Question], dict]:
+    """MaKD's question files (``multi_aspect_question/<dataset>.txt``): one yes/no question per line, asked
+    about the image as written (blank lines skipped)."""
+    questions, seen = [], {}
+    for lineno, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line:
+            continue
+        q = Question("yesno", line, source={"format": "makd", "file": source_name, "line": lineno})
+        if q.id in seen:
+            raise MakdError(f"{where}:{lineno}: this question repeats the one at line {seen[q.id]}")
+        seen[q.id] = lineno
+        questions.append(q)
+    if not questions:
+        raise MakdError(f"{where} holds no questions; a MaKD question file has one yes/no question per line")
+    return questions, {"questions": len(questions), "options": 0, "substitutions": 0, "phrases": []}

@@ -12,9 +12,9 @@ from makd_cli.formats.questions import read_classes, read_questions, write_quest
 from makd_cli.formats.targets import read_targets, write_targets
 from makd_cli.interop import lavid
 
-QUESTION_FORMATS = ("lavid",)
-TARGET_FORMATS = ("lavid",)
-_LATER = {"lavid-images": "the per-image InternVL2 jsonl (lavid-images) is not supported yet"}
+QUESTION_FORMATS = ("lavid", "makd")
+TARGET_FORMATS = ("lavid", "lavid-images")
+_LATER: dict[str, str] = {}
 
 
 def _check_format(fmt: str, known: tuple[str, ...], flag: str) -> None:
@@ -37,7 +37,11 @@ def import_questions(cfg: ImportQuestionsConfig) -> dict:
     source = Path(cfg.source)
     text = read_text(source, "LaViD question file")
     dataset = cfg.dataset if cfg.dataset is not None else source.resolve().parent.name
-    questions, report = lavid.questions_from_text(text, str(source), dataset, source.name)
+    if cfg.fmt == "makd":
+        questions, report = lavid.questions_from_lines(text, str(source), source.name)
+        dataset = None
+    else:
+        questions, report = lavid.questions_from_text(text, str(source), dataset, source.name)
     write_questions(cfg.output, questions)
     return {**report, "source": str(source), "dataset": dataset, "output": str(cfg.output)}
 
@@ -46,10 +50,12 @@ def import_questions(cfg: ImportQuestionsConfig) -> dict:
 class ImportTargetsConfig:
     source: Path
     output: Path
-    classes: Path
+    classes: Path | None  # lavid: the class list (required); lavid-images: the dataset gives the classes
     questions: Path
     fmt: str = "lavid"
     class_map: Path | None = None  # JSON {makd class: LaViD name}
+    data: str | None = None  # lavid-images: the dataset (NAME:PATH) whose images the rows belong to
+    split: str = "train"  # lavid-images: which split's images
     teacher: str | None = None  # default: lavid:<file stem>
 
 
@@ -68,6 +74,10 @@ def _read_class_map(path: Path | None) -> dict[str, str]:
 def import_targets(cfg: ImportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--from")
     source = Path(cfg.source)
+    if cfg.fmt == "lavid-images":
+        return _import_image_targets(cfg, source)
+    if cfg.classes is None:
+        raise MakdError("--from lavid needs --classes (the dataset's class list, `makd data classes`)")
     classes = read_classes(cfg.classes)
     questions = read_questions(cfg.questions, kind="mcq")
     class_map = _read_class_map(cfg.class_map)
@@ -82,6 +92,34 @@ def import_targets(cfg: ImportTargetsConfig) -> dict:
     return {**report, "source": str(source), "output": str(cfg.output), "teacher": targets.teacher}
 
 
+def _import_image_targets(cfg: ImportTargetsConfig, source: Path) -> dict:
+    from makd_cli.data import load_dataset
+
+    if cfg.data is None:
+        raise MakdError("--from lavid-images needs --data NAME:PATH (the dataset whose images the file describes)")
+    if cfg.split not in ("train", "test"):
+        raise MakdError(f"--split {cfg.split!r}: choose train or test")
+    if source.suffix == ".jsonl":
+        raise MakdError(f"{source}: the layout of LaViD's .jsonl per-image files is not known to makd; give the .json form "
+                        "{image file name: [p(yes) per question]} that the reference's training code reads")
+    questions = read_questions(cfg.questions, kind="yesno")
+    text = read_text(source, "LaViD per-image targets file")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MakdError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); expected {{image: [p(yes) per question]}}") from None
+    if not isinstance(data, dict) or not data:
+        raise MakdError(f"{source} must be a non-empty JSON object {{image file name: [p(yes) per question]}}")
+    ds = load_dataset(cfg.data)
+    split = ds.train if cfg.split == "train" else ds.test
+    targets, report = lavid.image_targets_from_json(
+        data, split.ids, split.labels, ds.classes, [q.id for q in questions], str(source),
+        teacher=cfg.teacher or f"lavid:{source.stem}", questions_sha256=sha256_file(cfg.questions),
+        source={"format": "lavid-images", "file": source.name, "sha256": sha256_file(source), "split": cfg.split})
+    write_targets(cfg.output, targets)
+    return {**report, "classes": len(ds.classes), "source": str(source), "output": str(cfg.output), "teacher": targets.teacher}
+
+
 @dataclass
 class ExportTargetsConfig:
     source: Path
@@ -92,6 +130,10 @@ class ExportTargetsConfig:
 def export_targets(cfg: ExportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--to")
     t = read_targets(cfg.source)
+    if cfg.fmt == "lavid-images":
+        text = lavid.image_targets_to_json(t, str(cfg.source))
+        atomic_write_text(cfg.output, text)
+        return {"source": str(cfg.source), "output": str(cfg.output), "images": len(t.images), "questions": len(t.question_ids)}
     text = lavid.targets_to_json(t, str(cfg.source))
     atomic_write_text(cfg.output, text)
     return {"source": str(cfg.source), "output": str(cfg.output), "classes": len(json.loads(text)),
