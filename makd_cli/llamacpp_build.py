@@ -145,6 +145,9 @@ def discard(entry_folder: Path) -> None:
 def build_wheel(spec: BuildSpec, cache: Path, *, python: str = sys.executable, log=print) -> CacheEntry:
     """Compile llama-cpp-python with the spec's flags into the cache (atomically: a killed build leaves nothing)."""
     cache.mkdir(parents=True, exist_ok=True)
+    for stale in cache.glob(".*.*"):  # staging folders of builds killed long ago (a build takes minutes)
+        if stale.is_dir() and time.time() - stale.stat().st_mtime > 6 * 3600:
+            shutil.rmtree(stale, ignore_errors=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{spec.key}.", dir=cache))
     env = {**os.environ, "CMAKE_ARGS": " ".join(spec.cmake_args),
            "CMAKE_BUILD_PARALLEL_LEVEL": os.environ.get("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))}
