@@ -325,3 +325,23 @@ def test_cli_errors_are_one_line(world, monkeypatch, capsys):
     with pytest.raises(SystemExit):
         cli.main()
     assert "no aspect head" in capsys.readouterr().err
+
+
+def test_image_views_name_an_unreadable_image_in_one_line(world, tmp_path):
+    """Issue 19 item 2 for the image views: a corrupt dataset image or file is one MakdError, not a PIL traceback."""
+    import shutil
+
+    from makd_cli.inspect.image_view import resolve_images
+
+    data = tmp_path / "shapes"
+    shutil.copytree(world["data"], data)
+    bad = sorted((data / "test" / CLASSES[0]).glob("*.png"))[0]
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    ckpt = {"classes": list(CLASSES), "config": {"data": str(data), "seed": 0}}
+    spec = resolve_images(["0"], ckpt, None)[0]
+    with pytest.raises(MakdError, match=r"test image 0 .* cannot be read"):
+        spec.load()
+    with pytest.raises(MakdError, match="not an image file PIL can read"):
+        resolve_images([str(bad)], ckpt, None)[0].load()
+    with pytest.raises(MakdError, match="cannot be read"):
+        render(world["makd"], "gradcam", None, device="cpu", images=["0"], data=str(data))

@@ -133,6 +133,15 @@ class ImageSpec:
     sample_id: str | None  # id in the dataset (for per-image targets)
 
 
+def _load_test_image(test, i: int):
+    try:
+        return test.load(i)
+    except MakdError:
+        raise
+    except Exception:  # an unreadable file in the dataset: name it, as training and eval do
+        raise MakdError(f"test image {i} ({test.ids[i]}) cannot be read; fix or remove it, or pick another --image") from None
+
+
 def resolve_images(specs: list[str], ckpt: dict, data: str | None, default: int = 1) -> list[ImageSpec]:
     """``--image``: a file path or an index into the test split; none given: the first test images, one per class."""
     from PIL import Image
@@ -158,7 +167,7 @@ def resolve_images(specs: list[str], ckpt: dict, data: str | None, default: int 
                 try:
                     with Image.open(p) as im:
                         return im.convert("RGB")
-                except OSError:
+                except Exception:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
                     raise MakdError(f"--image {p} is not an image file PIL can read") from None
             # a file inside a class folder (ImageFolder layout) names its class
             cls = next((classes.index(part) for part in reversed(p.resolve().parts[:-1]) if part in classes), -1)
@@ -169,7 +178,7 @@ def resolve_images(specs: list[str], ckpt: dict, data: str | None, default: int 
             if not -len(test) <= i < len(test):
                 raise MakdError(f"--image {s}: the test split of {ckpt['config']['data']} has {len(test)} images (0..{len(test) - 1})")
             i %= len(test)
-            out.append(ImageSpec(f"test #{i}", lambda i=i, test=test: test.load(i), int(test.labels[i]), test.ids[i]))
+            out.append(ImageSpec(f"test #{i}", lambda i=i, test=test: _load_test_image(test, i), int(test.labels[i]), test.ids[i]))
         else:
             raise MakdError(f"--image {s}: neither an image file nor an index into the test split")
     return out
