@@ -384,8 +384,10 @@ def import_questions(
 
     report = run(ImportQuestionsConfig(source=source, output=output, fmt=fmt, dataset=dataset))
     _emit(report, as_json, lambda: out.print(
-        f"read {report['questions']} questions x {report['options']} options from {source} -> {output} "
-        f"({report['substitutions']} placeholder(s) for {', '.join(map(repr, report['phrases']))})", highlight=False, soft_wrap=True))
+        f"read {report['questions']} " + (f"questions x {report['options']} options" if report["options"] else "yes/no questions")
+        + f" from {source} -> {output} "
+        + (f"({report['substitutions']} placeholder(s) for {', '.join(map(repr, report['phrases']))})" if report["phrases"] else ""),
+        highlight=False, soft_wrap=True))
 
 
 @import_app.command("targets")

@@ -35,7 +35,7 @@ class ImportQuestionsConfig:
 def import_questions(cfg: ImportQuestionsConfig) -> dict:
     _check_format(cfg.fmt, QUESTION_FORMATS, "--from")
     source = Path(cfg.source)
-    text = read_text(source, "LaViD question file")
+    text = read_text(source, "question file")
     dataset = cfg.dataset if cfg.dataset is not None else source.resolve().parent.name
     if cfg.fmt == "makd":
         questions, report = lavid.questions_from_lines(text, str(source), source.name)
