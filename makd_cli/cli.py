@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from makd_cli import __version__
+from makd_cli.cli_plugins import plugin_group
 from makd_cli.errors import MakdError
 
 app = typer.Typer(
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+plugin_group(app)  # a subcommand's plug-ins add their declared options when it runs (cli_plugins.py)
 data_app = typer.Typer(help="Look at datasets: class lists and split sizes.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 import_app = typer.Typer(help="Read other projects' files (LaViD's question sets and targets) into makd's formats.", no_args_is_help=True)
@@ -181,11 +183,8 @@ def train(
     weight_decay: float = typer.Option(5e-4, "--weight-decay", min=0, help="SGD weight decay."),
     milestones: Optional[str] = typer.Option(None, help="Comma-separated epochs where lr drops 10x (default: scaled 150,180,210)."),
     aux_weight: Optional[float] = typer.Option(None, "--aux-weight", "--alpha", "--lambda", min=0, help="Weight of the method's loss (default: makd 4, lavid 40)."),
-    aspect_loss: str = typer.Option("bce", help="makd: bce (paper) or kl (ablation, makd.txt Table 3a)."),
     control: Optional[str] = typer.Option(None, help="Replace the targets by a control of the same shape: random-codes, gaussian, shuffled."),
     teacher_ckpt: Optional[Path] = typer.Option(None, "--teacher-ckpt", help="Teacher checkpoint for kd/dkd/mlkd."),
-    kd_temperature: Optional[float] = typer.Option(None, "--kd-temperature", help="KD temperature (default 4; 2 with --logit-standardize)."),
-    logit_standardize: bool = typer.Option(False, "--logit-standardize", help="Logit standardisation for kd/dkd (Sun et al. 2024)."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
     train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split)."),
@@ -199,12 +198,11 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    moco_queue: int = typer.Option(65536, "--moco-queue", min=1, help="--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536)."),
-    moco_momentum: float = typer.Option(0.999, "--moco-momentum", min=0, max=1, help="--method lead-ssl: momentum of the key encoder."),
-    moco_temperature: float = typer.Option(0.2, "--moco-temperature", help="--method lead-ssl: InfoNCE temperature."),
-    moco_dim: int = typer.Option(128, "--moco-dim", min=1, help="--method lead-ssl: output width of the projection MLP."),
 ):
-    """Train a student: CE on the classes plus the method's loss on its extra outputs."""
+    """Train a student: CE on the classes plus the method's loss on its extra outputs.
+
+    Options of one method or task (--aspect-loss, --kd-temperature, --moco-queue, ...) are declared by
+    that plug-in and listed under "Options of the plug-ins"."""
     from makd_cli.cli_plugins import plugin_options
     from makd_cli.device import check_device_name
     from makd_cli.train import TrainConfig
@@ -216,13 +214,10 @@ def train(
         data=data, out=str(output), method=method, targets=str(targets) if targets else None, student=student, epochs=epochs,
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
         milestones=_milestones(milestones), aux_weight=aux_weight,
-        aspect_loss=aspect_loss, control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None,
-        kd_temperature=kd_temperature, logit_standardize=logit_standardize, per_class=per_class,
+        control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
-        resume=resume, quiet=quiet or as_json,
-        moco_queue=moco_queue, moco_momentum=moco_momentum, moco_temperature=moco_temperature, moco_dim=moco_dim,
-        extra=plugin_options(),
+        resume=resume, quiet=quiet or as_json, extra=plugin_options(),
     )
     results = train_runs(cfg, runs)
 

@@ -1,31 +1,56 @@
 """The command line built from the plug-ins: their declared options become flags; usage errors are one line.
 
-``cli.py`` declares the fixed flags with typer. At start-up, ``build_command`` adds to the command
-being run every option its plug-ins declare (``makd train``: the methods'; ``gen-questions`` and
-``extract``: the language backends'), with the option's type, range and help, so a new method with
-an option of its own is one new file. The values given reach the job through ``plugin_options()``.
+``cli.py`` declares the fixed flags with typer. When a subcommand is resolved (``makd.main`` and
+``CliRunner(app)`` alike), ``PluginGroup`` adds to it every option its plug-ins declare (``makd train``:
+the methods' and the training tasks'; ``gen-questions`` and ``extract``: the language backends'), with
+the option's type, range and help, so a new method with an option of its own is one new file. Only the
+subcommand being run gets them, so ``makd --version`` imports no plug-in. The values given reach the
+job through ``plugin_options()``.
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import inspect
 import typing
 from typing import Optional
 
 import typer
+from typer.core import TyperGroup
 
 from makd_cli.errors import MakdError
 from makd_cli.registry import Option, Registry, option_values
 
 # command -> (module, registry attribute, the flag that chooses the plug-in)
 PLUGIN_FLAGS = {
-    "train": ("makd_cli.methods.base", "METHODS", "method"),
+    "train": ("makd_cli.cli_plugins", "TRAIN_PLUGINS", "method"),
     "extract": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS", "backend"),
     "gen-questions": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS", "backend"),
 }
 
 _values: dict = {}  # the plug-in options of this invocation, by key (filled by the command's callback)
+
+
+def train_plugins() -> Registry:
+    """Every ``--method`` value with the options it declares: the METHODS registry's and the ones a
+    training task owns (``lead-ssl``: the moco task's ``--moco-*``)."""
+    from makd_cli.methods.base import METHODS
+    from makd_cli.train.tasks import TASKS
+
+    names = Registry("method")
+    for e in METHODS.entries():
+        names.add(e.name, e.obj, e.help, e.options)
+    for e in TASKS.entries():
+        for method in e.obj.methods:
+            names.add(method, e.obj, e.help, e.options)
+    return names
+
+
+def __getattr__(name: str):
+    if name == "TRAIN_PLUGINS":  # built on use: a plug-in a test registers late still shows
+        return train_plugins()
+    raise AttributeError(name)
 
 
 def registry_for(command: str) -> tuple[Registry, str] | None:
@@ -74,17 +99,19 @@ def with_plugin_options(func, registry: Registry, selector: str):
         text = (f"{opt.help} [--{selector} {'/'.join(owners[flag])}; default: {opt.default}"
                 + (f"; {limits}" if limits else "") + "]")
         number = opt.type in (int, float)
-        info = typer.Option(None, flag, help=text, min=opt.min if number else None, max=opt.max if number else None,
-                            rich_help_panel="Options of the plug-ins")
-        params.append(inspect.Parameter(opt.key, inspect.Parameter.KEYWORD_ONLY, default=info,
-                                        annotation=Optional[opt.type]))
-        hints[opt.key] = Optional[opt.type]
+        switch = opt.type is bool  # a bare --flag (False when absent, which counts as not given)
+        info = typer.Option(False if switch else None, flag, help=text, min=opt.min if number else None,
+                            max=opt.max if number else None, rich_help_panel="Options of the plug-ins")
+        kind = bool if switch else Optional[opt.type]
+        params.append(inspect.Parameter(opt.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
+        hints[opt.key] = kind
         added[opt.key] = (opt, owners[flag])
     if not added:
         return func
 
     def command(**kwargs):
         given = {key: kwargs.pop(key) for key in added}
+        given = {key: None if value is False else value for key, value in given.items()}
         chosen = _chosen(kwargs.get(selector), selector)
         for key, value in given.items():
             opt, plugins = added[key]
@@ -103,22 +130,37 @@ def with_plugin_options(func, registry: Registry, selector: str):
     return command
 
 
-def build_command(app: typer.Typer, args: list[str]):
-    """The click-style command of ``app`` with the plug-in options of the subcommand in ``args`` added.
+class PluginGroup(TyperGroup):
+    """The top-level group: a subcommand with plug-ins is rebuilt with their options when it is resolved.
 
-    Only the subcommand being run gets its plug-ins' options, so ``makd --version`` imports no plug-in.
+    Resolving happens only for the subcommand being run (not for ``--help`` listings or ``--version``),
+    for ``makd.main`` and for ``typer.testing.CliRunner(app)`` alike.
     """
-    name = next((a for a in args if not a.startswith("-")), None)
-    found = registry_for(name) if name else None
-    info = next((c for c in app.registered_commands if (c.name or c.callback.__name__) == name), None)
-    if found is None or info is None:
-        return typer.main.get_command(app)
-    original = info.callback
-    info.callback = with_plugin_options(original, *found)
-    try:
-        return typer.main.get_command(app)
-    finally:
-        info.callback = original
+
+    typer_app: typer.Typer | None = None  # set by ``plugin_group``
+
+    def resolve_command(self, ctx, args):
+        name, command, rest = super().resolve_command(ctx, args)
+        found = registry_for(name) if name else None
+        info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
+        if found is None or info is None:
+            return name, command, rest
+        info = copy.copy(info)
+        info.callback = with_plugin_options(info.callback, *found)
+        app = self.typer_app
+        return name, typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                      rich_markup_mode=app.rich_markup_mode), rest
+
+
+def plugin_group(app: typer.Typer) -> typer.Typer:
+    """``app`` with ``PluginGroup`` as its click group class (its plug-in commands get their options)."""
+    app.info.cls = type("MakdGroup", (PluginGroup,), {"typer_app": app})
+    return app
+
+
+def build_command(app: typer.Typer, args: list[str]):
+    """The click command of ``app`` (plug-in options come in when the subcommand is resolved)."""
+    return typer.main.get_command(app)
 
 
 def one_line(exc) -> str:

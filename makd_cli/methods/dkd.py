@@ -10,13 +10,14 @@ from __future__ import annotations
 from makd_cli.errors import MakdError
 from makd_cli.losses import dkd
 from makd_cli.methods.base import register_method
-from makd_cli.methods.kd import TeacherTerm
+from makd_cli.methods.kd import KD_OPTIONS, TeacherTerm
 from makd_cli.registry import Option
 
 PAPER_WARMUP, PAPER_EPOCHS = 20, 240
 
 
 @register_method("dkd", help="CE + warm-up * (alpha TCKD + beta NCKD) * T^2, alpha 1 beta 2 (needs --teacher-ckpt)", options=[
+    *KD_OPTIONS,
     Option("dkd-alpha", float, 1.0, "Weight of the target-class term TCKD.", min=0),
     Option("dkd-beta", float, 2.0, "Weight of the non-target-class term NCKD.", min=0),
     Option("warmup", int, None, "Epochs of linear warm-up (default: 20 of 240, scaled to --epochs).", min=1),

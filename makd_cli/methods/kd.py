@@ -11,9 +11,15 @@ from torch import Tensor
 from makd_cli.errors import MakdError
 from makd_cli.losses import kd, logit_standardize
 from makd_cli.methods.base import Batch, MethodTerm, register_method
+from makd_cli.registry import Option
 
 DEFAULT_TEMPERATURE = 4.0
 LS_BASE_TEMPERATURE = 2.0  # the LS paper's base temperature when logits are standardised
+
+# Options of the KD family, declared by each method that reads them (dkd, mlkd add or drop some).
+LOGIT_STANDARDIZE = Option("logit-standardize", bool, False, "Logit standardisation for kd/dkd/mlkd (Sun et al. 2024).")
+KD_OPTIONS = (Option("kd-temperature", float, None, "KD temperature (default 4; 2 with --logit-standardize)."),
+              LOGIT_STANDARDIZE)
 
 
 class TeacherTerm(MethodTerm):
@@ -47,7 +53,8 @@ class TeacherTerm(MethodTerm):
         return {**super().head_info(), "temperature": self.temperature, "logit_standardize": self.standardize}
 
 
-@register_method("kd", help="CE + weight * KL(softmax(teacher/T) || softmax(student/T)) * T^2 (needs --teacher-ckpt)")
+@register_method("kd", help="CE + weight * KL(softmax(teacher/T) || softmax(student/T)) * T^2 (needs --teacher-ckpt)",
+                 options=KD_OPTIONS)
 class KD(TeacherTerm):
     name = "kd"
 

@@ -3,11 +3,14 @@
 from makd_cli.errors import MakdError
 from makd_cli.losses import makd_bce, makd_kl
 from makd_cli.methods.base import MethodTerm, TargetTable, register_method, require_targets
+from makd_cli.registry import Option
 
 ASPECT_LOSSES = {"bce": makd_bce, "kl": makd_kl}
 
 
-@register_method("makd", help="CE + alpha * BCE(aspect outputs, p(yes) per image or per class)")
+@register_method("makd", help="CE + alpha * BCE(aspect outputs, p(yes) per image or per class)", options=[
+    Option("aspect-loss", str, "bce", "makd: bce (paper) or kl (ablation, makd.txt Table 3a).", choices=tuple(ASPECT_LOSSES)),
+])
 class MaKD(MethodTerm):
     name = "makd"
     target_kinds = ("image_yesno", "class_yesno")

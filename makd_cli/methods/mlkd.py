@@ -9,12 +9,13 @@ from __future__ import annotations
 from makd_cli.errors import MakdError
 from makd_cli.losses import mlkd
 from makd_cli.methods.base import register_method
-from makd_cli.methods.kd import TeacherTerm
+from makd_cli.methods.kd import LOGIT_STANDARDIZE, TeacherTerm
 
 TEMPERATURES = (2.0, 3.0, 4.0, 5.0, 6.0)
 
 
-@register_method("mlkd", help="CE + instance/batch/class logit alignment over temperatures 2..6 (needs --teacher-ckpt)")
+@register_method("mlkd", help="CE + instance/batch/class logit alignment over temperatures 2..6 (needs --teacher-ckpt)",
+                 options=[LOGIT_STANDARDIZE])
 class MLKD(TeacherTerm):
     name = "mlkd"
 

@@ -45,7 +45,13 @@ class TrainConfig:
     moco_momentum: float = 0.999
     moco_temperature: float = 0.2
     moco_dim: int = 128  # output of the projection MLP
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # options the chosen plug-ins declare, by key (dkd_alpha, ...)
+
+    def __post_init__(self):
+        # A plug-in option this config also names as a field (the Python API's keywords: aspect_loss,
+        # kd_temperature, moco_queue, ...) lands in that field, so the CLI and Python give one config.
+        for key in [k for k in self.extra if k in _FIELDS]:
+            setattr(self, key, self.extra.pop(key))
 
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:
@@ -54,3 +60,6 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_FIELDS = {f for f in TrainConfig.__dataclass_fields__ if f != "extra"}
