@@ -262,9 +262,12 @@ def eval_(
                                                       "Rank-1/Rank-5/mAP on frozen features, train split -> test split."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
-    from makd_cli.evaluate.run import run_eval
+    from makd_cli.evaluate.run import EvalConfig, run_eval
+    from makd_cli.evaluate.show import show_eval
 
-    run_eval(checkpoints, data, targets, split, fmt.value, per_class, device, as_json, out, probe=probe)
+    found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
+                                split=split, device=device, probe=probe, progress=not as_json))
+    show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,17 +1,15 @@
-"""The ``makd eval`` job: evaluate checkpoints and print one table (or JSON)."""
+"""The ``makd eval`` job: evaluate checkpoints, return the results and their comparison table.
+
+``cli.py`` prints them (``evaluate/show.py``)."""
 
 from __future__ import annotations
 
-import json
-import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.table import Table
-
-from makd_cli.data.transforms import unreadable_note
 from makd_cli.errors import MakdError
 from makd_cli.run_folder import run_checkpoints
-from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, format_markdown
+from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint
 from makd_cli.progress import progress_bar
 from makd_cli.device import resolve_device
 
@@ -21,80 +19,34 @@ def expand_checkpoints(paths: list[Path]) -> list[Path]:
     return [c for p in paths for c in run_checkpoints(Path(p))]
 
 
-def run_eval(checkpoints, data, targets, split, fmt, per_class, device, as_json, console, probe: bool = False) -> list[dict]:
-    if split not in ("test", "train"):
+@dataclass(frozen=True, kw_only=True)
+class EvalConfig:
+    checkpoints: list = field(default_factory=list)  # checkpoints or run folders
+    data: str | None = None  # None: the dataset each checkpoint was trained on
+    targets: str | None = None  # None: the training targets
+    split: str = "test"
+    device: str = "auto"
+    probe: bool = False  # LEAD's self-supervised protocol too
+    progress: bool = True
+
+
+def run_eval(cfg: EvalConfig) -> dict:
+    """``{"results": [one dict per checkpoint], "table": the comparison table (a DataFrame)}``."""
+    if cfg.split not in ("test", "train"):
         raise MakdError("--split must be test or train")
-    dev = str(resolve_device(device))
-    paths = expand_checkpoints(list(checkpoints))
+    dev = str(resolve_device(cfg.device))
+    paths = expand_checkpoints(list(cfg.checkpoints))
+    targets = str(cfg.targets) if cfg.targets else None
     results = []
-    with progress_bar("evaluate", len(paths), not as_json) as advance:
+    with progress_bar("evaluate", len(paths), cfg.progress) as advance:
         for p in paths:
-            results.append(evaluate_checkpoint(str(p), data, str(targets) if targets else None, split, device=dev))
+            results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
             advance(info=p.name)
-    for r in results:  # on stderr, so --json and csv output stay clean
-        if r.get("unreadable_images"):
-            print(f"makd: {r['checkpoint']}: {unreadable_note(r['unreadable_images'])}", file=sys.stderr)
-    if probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features (train -> test)
+    if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features (train -> test)
         from makd_cli.evaluate.probe import probe_checkpoint
 
-        with progress_bar("probe", len(paths), not as_json) as advance:
+        with progress_bar("probe", len(paths), cfg.progress) as advance:
             for p, r in zip(paths, results):
-                r["probe"] = probe_checkpoint(str(p), data, device=dev)
+                r["probe"] = probe_checkpoint(str(p), cfg.data, device=dev)
                 advance(info=p.name)
-    if as_json:
-        print(json.dumps({"results": results, "table": comparison_table(results).to_dict(orient="records")}, indent=1, default=str))
-        return results
-    table = comparison_table(results)
-    if fmt == "markdown":
-        print(format_markdown(table))
-    elif fmt == "csv":
-        print(table.to_csv(index=False), end="")
-    else:
-        t = Table(title=f"{split} accuracy (%)")
-        differ = list(table.attrs.get("differ", []))  # settings that differ between runs: each value its own row
-        for col in ("method", "control", "student", *differ, "runs", "top-1", "top-5", "per-class"):
-            t.add_column(col, justify="right" if col not in ("method", "control", "student", *differ) else "left")
-        for _, r in table.iterrows():
-            pm = lambda k: f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["runs"] > 1 else "")  # noqa: E731
-            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), *(str(r[k]) for k in differ), str(int(r["runs"])),
-                      pm("top1"), pm("top5"), pm("mean_per_class"))
-        console.print(t)
-        for r in results:
-            ag = r.get("aspect_agreement") or {}
-            if "mae" in ag:
-                auc = f", mean AUC {ag['mean_auc']:.3f}" if ag.get("mean_auc") is not None else ""
-                console.print(f"{Path(r['checkpoint']).parent.name}: student vs teacher targets on {split}: MAE {ag['mae']:.4f}{auc}")
-            if "worst_group" in r:
-                console.print(f"{Path(r['checkpoint']).parent.name}: worst-group accuracy {r['worst_group']:.2f}%")
-    if probe:
-        _print_probe(results, fmt, console)
-    if per_class:
-        for r in results:
-            console.print(f"[bold]{r['checkpoint']}[/]")
-            for c, a in r["per_class"].items():
-                console.print(f"  {c:30s} {'-' if a is None else f'{a:6.2f}'}")
-    return results
-
-
-PROBE_COLUMNS = (("linear_top1", "probe top-1"), ("linear_top5", "probe top-5"), ("rank1", "R-1"), ("rank5", "R-5"), ("map", "mAP"))
-
-
-def _print_probe(results: list[dict], fmt: str, console) -> None:
-    rows = [r["probe"] for r in results if r.get("probe")]
-    names = [Path(r["checkpoint"]).parent.name or r["checkpoint"] for r in rows]
-    if fmt == "markdown":
-        print("\n| run | method | " + " | ".join(h for _, h in PROBE_COLUMNS) + " |")
-        print("|" + "---|" * (len(PROBE_COLUMNS) + 2))
-        for n, r in zip(names, rows):
-            print(f"| {n} | {r['method']} | " + " | ".join(f"{r[k]:.2f}" for k, _ in PROBE_COLUMNS) + " |")
-    elif fmt == "csv":
-        print("\nrun,method," + ",".join(k for k, _ in PROBE_COLUMNS))
-        for n, r in zip(names, rows):
-            print(f"{n},{r['method']}," + ",".join(f"{r[k]:.4f}" for k, _ in PROBE_COLUMNS))
-    else:
-        t = Table(title="linear probe (train -> test) and retrieval (test queries, train gallery), %")
-        for col in ("run", "method", *(h for _, h in PROBE_COLUMNS)):
-            t.add_column(col, justify="left" if col in ("run", "method") else "right")
-        for n, r in zip(names, rows):
-            t.add_row(n, str(r["method"]), *(f"{r[k]:.2f}" for k, _ in PROBE_COLUMNS))
-        console.print(t)
+    return {"results": results, "table": comparison_table(results)}

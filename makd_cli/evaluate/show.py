@@ -1,0 +1,74 @@
+"""How ``makd eval`` prints its results (table, markdown, csv or JSON); called by ``cli.py`` only."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from rich.table import Table
+
+from makd_cli.data.transforms import unreadable_note
+from makd_cli.evaluate.report import format_markdown
+
+
+def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool, as_json: bool, console) -> None:
+    results, table = found["results"], found["table"]
+    for r in results:  # on stderr, so --json and csv output stay clean
+        if r.get("unreadable_images"):
+            print(f"makd: {r['checkpoint']}: {unreadable_note(r['unreadable_images'])}", file=sys.stderr)
+    if as_json:
+        print(json.dumps({"results": results, "table": table.to_dict(orient="records")}, indent=1, default=str))
+        return
+    if fmt == "markdown":
+        print(format_markdown(table))
+    elif fmt == "csv":
+        print(table.to_csv(index=False), end="")
+    else:
+        t = Table(title=f"{split} accuracy (%)")
+        differ = list(table.attrs.get("differ", []))  # settings that differ between runs: each value its own row
+        for col in ("method", "control", "student", *differ, "runs", "top-1", "top-5", "per-class"):
+            t.add_column(col, justify="right" if col not in ("method", "control", "student", *differ) else "left")
+        for _, r in table.iterrows():
+            pm = lambda k: f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["runs"] > 1 else "")  # noqa: E731
+            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), *(str(r[k]) for k in differ), str(int(r["runs"])),
+                      pm("top1"), pm("top5"), pm("mean_per_class"))
+        console.print(t)
+        for r in results:
+            ag = r.get("aspect_agreement") or {}
+            if "mae" in ag:
+                auc = f", mean AUC {ag['mean_auc']:.3f}" if ag.get("mean_auc") is not None else ""
+                console.print(f"{Path(r['checkpoint']).parent.name}: student vs teacher targets on {split}: MAE {ag['mae']:.4f}{auc}")
+            if "worst_group" in r:
+                console.print(f"{Path(r['checkpoint']).parent.name}: worst-group accuracy {r['worst_group']:.2f}%")
+    if probe:
+        _print_probe(results, fmt, console)
+    if per_class:
+        for r in results:
+            console.print(f"[bold]{r['checkpoint']}[/]")
+            for c, a in r["per_class"].items():
+                console.print(f"  {c:30s} {'-' if a is None else f'{a:6.2f}'}")
+
+
+PROBE_COLUMNS = (("linear_top1", "probe top-1"), ("linear_top5", "probe top-5"), ("rank1", "R-1"), ("rank5", "R-5"), ("map", "mAP"))
+
+
+def _print_probe(results: list[dict], fmt: str, console) -> None:
+    rows = [r["probe"] for r in results if r.get("probe")]
+    names = [Path(r["checkpoint"]).parent.name or r["checkpoint"] for r in rows]
+    if fmt == "markdown":
+        print("\n| run | method | " + " | ".join(h for _, h in PROBE_COLUMNS) + " |")
+        print("|" + "---|" * (len(PROBE_COLUMNS) + 2))
+        for n, r in zip(names, rows):
+            print(f"| {n} | {r['method']} | " + " | ".join(f"{r[k]:.2f}" for k, _ in PROBE_COLUMNS) + " |")
+    elif fmt == "csv":
+        print("\nrun,method," + ",".join(k for k, _ in PROBE_COLUMNS))
+        for n, r in zip(names, rows):
+            print(f"{n},{r['method']}," + ",".join(f"{r[k]:.4f}" for k, _ in PROBE_COLUMNS))
+    else:
+        t = Table(title="linear probe (train -> test) and retrieval (test queries, train gallery), %")
+        for col in ("run", "method", *(h for _, h in PROBE_COLUMNS)):
+            t.add_column(col, justify="left" if col in ("run", "method") else "right")
+        for n, r in zip(names, rows):
+            t.add_row(n, str(r["method"]), *(f"{r[k]:.2f}" for k, _ in PROBE_COLUMNS))
+        console.print(t)
