@@ -27,7 +27,7 @@ from rich.console import Console  # noqa: E402
 
 from makd_cli.formats.questions import Question, write_questions  # noqa: E402
 from makd_cli.formats.targets import Targets, write_targets  # noqa: E402
-from makd_cli.inspect.run import run_inspect  # noqa: E402
+from makd_cli.inspect.run import InspectConfig, run_inspect  # noqa: E402
 
 
 def make_files(folder: Path, C: int, Q: int, M: int = 5) -> dict[str, Path]:
@@ -68,8 +68,9 @@ def main() -> None:
         console = Console(file=io.StringIO())
 
         def run(view, src, out, questions=None, **kw):
-            return lambda: run_inspect(src, folder / out, view, kw.get("question"), kw.get("class_name"), None, questions,
-                                       False, False, console, {})
+            return lambda: run_inspect(InspectConfig(source=src, output=folder / out, view=view, question=kw.get("question"),
+                                                     class_name=kw.get("class_name"), questions=questions, terminal=False),
+                                       console=console)
 
         cases = [
             ("heatmap, class_yesno, question texts", run("heatmap", f["yesno"], "h.png", f["yesno_q"])),

@@ -303,12 +303,14 @@ def inspect(
 ):
     """Pictures of targets and runs: heatmaps, one question or class in depth, target quality, training curves,
     t-SNE of aspect outputs, one image's aspects, and Grad-CAM. See docs/inspect.md for a picture of each view."""
-    from makd_cli.inspect.run import run_inspect
+    from makd_cli.inspect.run import InspectConfig, run_inspect
 
     chosen = "compare" if compare else "quality" if quality or drop_low_entropy else view
-    result = run_inspect(source, output, chosen, question, class_name, top, questions,
-                         terminal, as_json, out, {"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
-                                                  "targets": targets, "limit": limit, "device": device, "compare": list(compare or [])})
+    result = run_inspect(InspectConfig(
+        source=source, output=output, view=chosen, question=question, class_name=class_name, top=top, questions=questions,
+        terminal=terminal, as_json=as_json, options={"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
+                                                     "targets": targets, "limit": limit, "device": device, "compare": list(compare or [])}),
+        console=out)
     if as_json:
         print(json.dumps(result, indent=1, default=str))
     elif output:

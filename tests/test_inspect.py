@@ -20,7 +20,7 @@ from makd_cli.errors import MakdError
 from makd_cli.formats.checkpoint import save_checkpoint
 from makd_cli.formats.questions import Question, write_questions
 from makd_cli.formats.targets import Targets, write_targets
-from makd_cli.inspect.run import run_inspect
+from makd_cli.inspect.run import InspectConfig, run_inspect
 from makd_cli.inspect.views import VIEWS
 from makd_cli.students import build_student
 
@@ -32,7 +32,8 @@ YESNO_QUESTIONS = [Question("yesno", f"Does the <object> show feature {i}?") for
 
 def render(source, view, out=None, question=None, class_name=None, top=None, questions=None, terminal=True, **options):
     console = Console(file=io.StringIO(), width=100)
-    result = run_inspect(source, out, view, question, class_name, top, questions, terminal, False, console, options)
+    result = run_inspect(InspectConfig(source=source, output=out, view=view, question=question, class_name=class_name, top=top,
+                                       questions=questions, terminal=terminal, options=options), console=console)
     result["_terminal"] = console.file.getvalue()
     return result
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from makd_cli.errors import MakdError
@@ -14,13 +15,28 @@ def _auto_view(source: Path) -> str:
     return "heatmap"
 
 
-def run_inspect(source, output, view, question, class_name, top, questions, terminal, as_json, console, options=None) -> dict:
-    source = Path(source)
+@dataclass(frozen=True, kw_only=True)
+class InspectConfig:
+    source: Path  # targets.h5, a checkpoint or a run folder
+    output: Path | None = None  # picture to write (.png/.svg/.pdf)
+    view: str = "auto"
+    question: str | None = None
+    class_name: str | None = None
+    top: int | None = None
+    questions: Path | None = None  # questions.jsonl, for texts and options
+    terminal: bool = True  # also draw a compact view on the console
+    as_json: bool = False
+    options: dict = field(default_factory=dict)  # view-specific extras (data, images, compare, ...)
+
+
+def run_inspect(cfg: InspectConfig, *, console) -> dict:
+    """The chosen view's numbers; terminal drawings go to ``console``."""
+    source, output, view, top, questions = Path(cfg.source), cfg.output, cfg.view, cfg.top, cfg.questions
     if not source.exists():
         raise MakdError(f"{source} does not exist; give a targets.h5, a checkpoint or a run folder")
     if top is not None and top < 1:
         raise MakdError("--top must be at least 1")
-    options = dict(options or {})
+    options = dict(cfg.options or {})
     if options.get("limit") is not None and options["limit"] < 1:
         raise MakdError("--limit must be at least 1")
     if output and Path(output).suffix.lower() not in (".png", ".svg", ".pdf"):
@@ -30,6 +46,6 @@ def run_inspect(source, output, view, question, class_name, top, questions, term
         from makd_cli.formats.targets import check_questions_file, read_targets
 
         check_questions_file(read_targets(source), Path(questions), where=str(source))
-    req = ViewRequest(source, Path(output) if output else None, console, question, class_name, top,
-                      Path(questions) if questions else None, terminal, as_json, options)
+    req = ViewRequest(source, Path(output) if output else None, console, cfg.question, cfg.class_name, top,
+                      Path(questions) if questions else None, cfg.terminal, cfg.as_json, options)
     return VIEWS.get(name)(req)  # the view's numbers; cli.py prints them (--json) or says where the picture went
