@@ -121,6 +121,26 @@ def subset_questions(questions: list[Question], ids: list[str]) -> list[Question
     return [by_id[i] for i in ids]
 
 
+def write_question_subset(questions: list[Question], ids: list[str], out: Path) -> list[Question]:
+    """Write the ``questions`` with ``ids`` (in that order) to ``out``; the one way makd prunes a
+    questions file (``makd select`` and ``inspect --quality --drop-low-entropy``)."""
+    from makd_cli.formats.questions import write_questions
+
+    kept = subset_questions(questions, ids)
+    write_questions(out, kept)
+    return kept
+
+
+def drop_low_entropy(report: dict, questions_path: Path, out: Path) -> dict:
+    """Write ``questions_path`` without the questions a quality report marks low-entropy."""
+    from makd_cli.formats.questions import read_questions
+
+    low = {q["id"] for q in report["questions"] if q["low_entropy"]}
+    questions = read_questions(questions_path)
+    kept = write_question_subset(questions, [q.id for q in questions if q.id not in low], out)
+    return {"kept": len(kept), "dropped": len(low), "output": str(out)}
+
+
 @dataclass(frozen=True, kw_only=True)
 class SelectConfig:
     """Everything ``makd select`` takes."""
@@ -136,7 +156,7 @@ class SelectConfig:
 def run_select(cfg: SelectConfig) -> dict:
     """``makd select``: measure, pick ``q`` questions, write the subset questions and targets files."""
     from makd_cli.fileio import sha256_file
-    from makd_cli.formats.questions import read_questions, write_questions
+    from makd_cli.formats.questions import read_questions
     from makd_cli.formats.targets import read_targets, write_targets
     from makd_cli.quality import quality_report
 
@@ -148,7 +168,7 @@ def run_select(cfg: SelectConfig) -> dict:
         raise MakdError(f"{targets_path} was extracted from another questions file than {questions_path}; pass the one it answers")
     picked = select_questions(targets, q, strategy)
     ids = [targets.question_ids[i] for i in picked]
-    write_questions(out_questions, subset_questions(questions, ids))
+    write_question_subset(questions, ids, out_questions)
     subset = subset_targets(targets, picked, sha256_file(out_questions))
     write_targets(out_targets, subset)
 

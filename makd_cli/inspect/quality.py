@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from makd_cli.formats.questions import read_questions, write_questions
 from makd_cli.formats.targets import read_targets
 from makd_cli.inspect.views import ViewRequest, register_view
 from makd_cli.quality import format_quality_table, quality_report
@@ -18,10 +17,9 @@ def quality_view(req: ViewRequest) -> dict:
 
         if req.questions is None:
             raise MakdError("--drop-low-entropy needs --questions (the file to filter)")
-        low = {q["id"] for q in report["questions"] if q["low_entropy"]}
-        kept = [q for q in read_questions(req.questions) if q.id not in low]
-        write_questions(drop, kept)
-        report["dropped_low_entropy"] = {"kept": len(kept), "dropped": len(low), "output": str(drop)}
+        from makd_cli.select import drop_low_entropy
+
+        report["dropped_low_entropy"] = drop_low_entropy(report, req.questions, drop)
     if not req.as_json:
         req.console.print(format_quality_table(report))
         if drop:
