@@ -55,10 +55,15 @@ def random_signature_array(kind: str, shape: tuple[int, ...], rng: np.random.Gen
     raise MakdError(f"no random codes for targets kind {kind!r}")
 
 
+CONTROLS: Registry[Callable[..., Targets]] = Registry("control")
+CONTROL_TEACHERS: Registry[Callable[..., Targets]] = Registry("--teacher")
+
+
 def _meta(t: Targets, control: str, seed: int, **extra) -> dict:
     return {**t.meta, "control": control, "control_seed": int(seed), "source_teacher": t.teacher, **extra}
 
 
+@CONTROLS.register("random-codes", help="every class gets a random code of the teacher's shape")
 def random_codes(targets: Targets, seed: int = 0) -> Targets:
     """Per-class random codes with the teacher's kind, shape, classes and question ids."""
     t, rng = targets, np.random.default_rng(seed)
@@ -80,6 +85,7 @@ def random_codes(targets: Targets, seed: int = 0) -> Targets:
     )
 
 
+@CONTROLS.register("gaussian", help="every image gets its own Gaussian logits (MaKD Table 3b)")
 def gaussian_per_image(targets: Targets, seed: int = 0, labels=None, images: list[str] | None = None,
                        scale: float = 1.0) -> Targets:
     """MaKD Table 3b: Gaussian random logits per image, ``p(yes) = sigmoid(logits)``.
@@ -119,6 +125,7 @@ def derangement(n: int, rng: np.random.Generator) -> np.ndarray:
             return perm
 
 
+@CONTROLS.register("shuffled", help="the teacher's real targets handed to the wrong classes")
 def class_shuffled(targets: Targets, seed: int = 0) -> Targets:
     """The teacher's targets with classes permuted by a seeded derangement (no class keeps its own)."""
     t, rng = targets, np.random.default_rng(seed)
@@ -146,12 +153,6 @@ def class_shuffled(targets: Targets, seed: int = 0) -> Targets:
         teacher="control:shuffled", questions_sha256=t.questions_sha256, option_labels=list(t.option_labels),
         images=images, labels=labels, meta=_meta(t, "shuffled", seed, permutation=mapping),
     )
-
-
-CONTROLS: Registry[Callable[..., Targets]] = Registry("control")
-CONTROLS.add("random-codes", random_codes, "every class gets a random code of the teacher's shape")
-CONTROLS.add("gaussian", gaussian_per_image, "every image gets its own Gaussian logits (MaKD Table 3b)")
-CONTROLS.add("shuffled", class_shuffled, "the teacher's real targets handed to the wrong classes")
 
 
 def apply_control(name: str, targets: Targets, seed: int = 0, **kwargs) -> Targets:
@@ -187,6 +188,7 @@ def sentence_embeddings(texts: list[str], model: str | Path) -> np.ndarray:
     return emb.numpy().astype(np.float32)
 
 
+@CONTROL_TEACHERS.register("random", help="Gaussian random targets of the questions' shape (MaKD Table 3b)")
 def random_teacher(arg: str, *, questions: Path | None, classes: list[str], seed: int) -> Targets:
     from makd_cli.fileio import sha256_file
     from makd_cli.formats.questions import read_questions
@@ -207,16 +209,12 @@ def random_teacher(arg: str, *, questions: Path | None, classes: list[str], seed
     raise MakdError("--teacher random takes mcq or yesno questions")
 
 
+@CONTROL_TEACHERS.register("word-embedding", help="a sentence embedding of each class name (LaViD Table 5)")
 def word_embedding_teacher(arg: str, *, questions: Path | None, classes: list[str], seed: int) -> Targets:
     model = Path(arg) if arg and Path(arg).exists() else (arg or default_sentence_model())
     emb = sentence_embeddings(classes, model)
     return Targets("class_vector", classes, [f"dim{i}" for i in range(emb.shape[1])], emb, emb,
                    teacher=f"word-embedding:{Path(str(model)).name}", meta={"model": str(model), "text": "class name"})
-
-
-CONTROL_TEACHERS: Registry[Callable[..., Targets]] = Registry("--teacher")
-CONTROL_TEACHERS.add("random", random_teacher, "Gaussian random targets of the questions' shape (MaKD Table 3b)")
-CONTROL_TEACHERS.add("word-embedding", word_embedding_teacher, "a sentence embedding of each class name (LaViD Table 5)")
 
 
 def run_control_teacher(name: str, *, output: Path, questions: Path | None, classes: list[str], seed: int) -> dict:
