@@ -153,13 +153,19 @@ def match_classes(lavid_names: list[str], classes: list[str], class_map: dict[st
     return chosen, [k for k in lavid_names if k not in set(chosen)]
 
 
-def parse_targets_json(text: str, where: str) -> dict[str, list]:
+def load_json_object(text: str, where: str, shape: str) -> dict:
+    """A non-empty JSON object, or one line naming the file and the expected ``shape``."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise MakdError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); a LaViD targets file is {{class: [rows]}}") from None
+        raise MakdError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); expected {shape}") from None
     if not isinstance(data, dict) or not data:
-        raise MakdError(f"{where} must be a non-empty JSON object {{class name: [Q rows of M probabilities]}}")
+        raise MakdError(f"{where} must be a non-empty JSON object {shape}")
+    return data
+
+
+def parse_targets_json(text: str, where: str) -> dict[str, list]:
+    data = load_json_object(text, where, "{class name: [Q rows of M probabilities]}")
     for name, rows in data.items():
         if not isinstance(rows, list) or not all(isinstance(r, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in r) for r in rows):
             raise MakdError(f"{where}: class {name!r} must hold a list of rows of numbers (Q x M probabilities)")

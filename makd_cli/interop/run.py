@@ -104,12 +104,7 @@ def _import_image_targets(cfg: ImportTargetsConfig, source: Path) -> dict:
                         "{image file name: [p(yes) per question]} that the reference's training code reads")
     questions = read_questions(cfg.questions, kind="yesno")
     text = read_text(source, "LaViD per-image targets file")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MakdError(f"{source} is not valid JSON ({exc.msg} at line {exc.lineno}); expected {{image: [p(yes) per question]}}") from None
-    if not isinstance(data, dict) or not data:
-        raise MakdError(f"{source} must be a non-empty JSON object {{image file name: [p(yes) per question]}}")
+    data = lavid.load_json_object(text, str(source), "{image file name: [p(yes) per question]}")
     ds = load_dataset(cfg.data)
     split = ds.train if cfg.split == "train" else ds.test
     targets, report = lavid.image_targets_from_json(
