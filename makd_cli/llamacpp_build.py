@@ -196,8 +196,7 @@ def install(entry: CacheEntry, *, python: str = sys.executable) -> None:
         if proc.returncode != 0:
             last = (proc.stdout.strip().splitlines() or ["no output"])[-1]
             raise BuildError(f"installing {entry.wheel.name} failed: {last}")
-    prefix = subprocess.run([python, "-c", "import sys; print(sys.prefix)"], capture_output=True, text=True).stdout.strip()
-    (Path(prefix) / STAMP_NAME).write_text(json.dumps(entry.spec, indent=1))
+    (Path(_prefix_of(python)) / STAMP_NAME).write_text(json.dumps(entry.spec, indent=1))
 
 
 @dataclass
@@ -267,6 +266,15 @@ def ensure(profile: str | None = None, *, cache: Path | None = None, python: str
         if result.ok:
             return {"action": "kept", "key": spec.key, "selftest": result.message}
         log(f"the installed llama.cpp build fails its self-test ({result.message}); reinstalling")
+
+    def install_and_test(entry: CacheEntry) -> SelfTest:
+        installer(entry, python=python)
+        result = selftest(python)
+        if not result.ok and not result.build_fault:  # e.g. a missing module: fix the environment, keep the wheel
+            raise BuildError(f"the llama.cpp self-test could not run ({result.message}); the build was kept; "
+                             f"run `make setup` again, or `makd doctor` for details")
+        return result
+
     entry = find_cached(cache, spec, features, arch)
     action = "cached"
     if entry is None:
@@ -274,21 +282,13 @@ def ensure(profile: str | None = None, *, cache: Path | None = None, python: str
         action = "built"
     else:
         log(f"using the cached llama-cpp-python wheel {entry.folder.name}")
-    installer(entry, python=python)
-    result = selftest(python)
-    if not result.ok and not result.build_fault:  # e.g. a missing module: fix the environment, keep the wheel
-        raise BuildError(f"the llama.cpp self-test could not run ({result.message}); the build was kept; "
-                         f"run `make setup` again, or `makd doctor` for details")
+    result = install_and_test(entry)
     if not result.ok and action == "cached":
         log(f"the cached wheel fails its self-test ({result.message}): deleting it and rebuilding")
         discard(entry.folder)
         entry = builder(spec, cache, python=python, log=log)
-        installer(entry, python=python)
-        result = selftest(python)
+        result = install_and_test(entry)
         action = "rebuilt"
-        if not result.ok and not result.build_fault:
-            raise BuildError(f"the llama.cpp self-test could not run ({result.message}); the build was kept; "
-                             f"run `make setup` again, or `makd doctor` for details")
     mark_selftest(entry, result.ok)
     if not result.ok:
         discard(entry.folder)

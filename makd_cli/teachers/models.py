@@ -33,19 +33,13 @@ def _assembled_file(package: str, name: str) -> Path | None:
     target = Path(os.environ.get("MAKD_MODEL_CACHE") or Path.home() / ".cache" / "makd" / "models") / name
     if target.exists():
         return target  # written by an atomic rename after its checksum matched
-    import tempfile
+    from makd_cli.fileio import atomic_path
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; the cache is a normal file
     try:
-        __import__(package).assemble(tmp, overwrite=True)  # joins the chunks, checks the sha256
-        os.replace(tmp, target)
+        with atomic_path(target) as tmp:  # a normal file's permissions; a killed run leaves no partial model
+            __import__(package).assemble(tmp, overwrite=True)  # joins the chunks, checks the sha256
     except (OSError, ValueError) as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise MakdError(f"could not assemble {name} from package {package.replace('_', '-')}: {exc}") from None
     return target
 
