@@ -140,14 +140,15 @@ def _models_and_data(report: DoctorReport) -> None:
 
 
 def _hub(report: DoctorReport, config: DoctorConfig) -> None:
-    from makd_cli.teachers.models import hub_reachable
+    from makd_cli.teachers.models import hub_offline, hub_reachable
 
-    cache = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "hub")
+    from huggingface_hub import constants  # resolves HF_HUB_CACHE / HF_HOME as the loaders do
+
+    cache = Path(constants.HF_HUB_CACHE)
     repos = sorted(p.name[len("models--"):].replace("--", "/") for p in cache.glob("models--*")) if cache.is_dir() else []
     report.checks.append(Check("hugging face cache", "info", f"{cache}: {len(repos)} model(s)" + (f" ({', '.join(repos[:5])}{' ...' if len(repos) > 5 else ''})" if repos else "")))
-    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes")
-    if offline:
-        report.checks.append(Check("hugging face hub", "info", "HF_HUB_OFFLINE is set: models load from the cache only"))
+    if hub_offline():  # the same check the teachers make before they try the hub
+        report.checks.append(Check("hugging face hub", "info", "HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE is set: models load from the cache only"))
     elif hub_reachable(timeout=config.hub_timeout):
         report.checks.append(Check("hugging face hub", "ok", "reachable"))
     else:

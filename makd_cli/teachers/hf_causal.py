@@ -14,17 +14,13 @@ field (``{"question": "``), which keeps small models on track, and ``questions.v
 from __future__ import annotations
 
 import inspect
-import os
 from pathlib import Path
 
 import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.teachers.base import LanguageModel, common_prefix_len
-from makd_cli.teachers.models import hub_reachable
-
-
-_lcp = common_prefix_len  # how much of the KV cache a new prompt can reuse
+from makd_cli.teachers.models import hub_offline, hub_reachable
 
 
 def _returned_cache(out, given):
@@ -33,10 +29,6 @@ def _returned_cache(out, given):
     if got is None:
         got = getattr(out, "past_key_values", None)
     return given if got is None else got
-
-
-def _offline() -> bool:
-    return any(os.environ.get(v, "0").lower() not in ("0", "", "false", "no") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def json_closed(text: str) -> bool:
@@ -130,7 +122,7 @@ class HFCausalLM(LanguageModel):
             except OSError:
                 if local_dir:
                     raise
-                if _offline() or not hub_reachable():
+                if hub_offline() or not hub_reachable():
                     raise MakdError(
                         f"model {spec} is not in the local Hugging Face cache and the hub cannot be reached "
                         f"(offline); download it first on a connected machine (`huggingface-cli download {spec}`) "
@@ -180,7 +172,7 @@ class HFCausalLM(LanguageModel):
         from transformers import DynamicCache
 
         tokens = list(tokens)
-        common = min(_lcp(self._cache_ids, tokens), len(tokens) - 1)  # always run at least the last token
+        common = min(common_prefix_len(self._cache_ids, tokens), len(tokens) - 1)  # always run at least the last token
         if self._cache is None or common == 0:
             self._cache, common = DynamicCache(), 0
         elif common < len(self._cache_ids):
@@ -312,7 +304,7 @@ class HFCausalLM(LanguageModel):
 
         if not prefix:
             return
-        common = _lcp(self._cache_ids, prefix) if self._cache is not None else 0
+        common = common_prefix_len(self._cache_ids, prefix) if self._cache is not None else 0
         if common == 0:
             self._cache = DynamicCache()
         elif common < len(self._cache_ids):
