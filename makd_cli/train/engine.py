@@ -53,6 +53,7 @@ class Objective:
     drop_last: bool = True
     keep: str = "best"  # best: best.pt is the best-scoring epoch; latest: every epoch replaces it
     loss_hint: str = "lower --lr or --aux-weight"
+    collate: Callable | None = None  # the loader's collate_fn; None: stack (detection: lists of images and boxes)
 
 
 @dataclass
@@ -91,6 +92,7 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
         loader = torch.utils.data.DataLoader(
             obj.data, batch_size=obj.batch_size, shuffle=sampler is None, sampler=sampler, generator=gen,
             num_workers=run.workers, drop_last=obj.drop_last, pin_memory=device.type == "cuda", persistent_workers=False,
+            collate_fn=obj.collate,
         )
         for module in obj.train_modules:
             module.train()
