@@ -251,8 +251,10 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "aircraft": make_aircraft,
     "dtd": make_dtd,
     "caltech101": make_caltech101,
+    "caltech101-lavid": make_caltech101,
     "waterbirds": make_waterbirds,
     "mini-imagenet": make_mini_imagenet,
+    "coco": make_coco,
 }
 
 # name -> (class names, train size, test size) that the registered reader should report.
@@ -264,8 +266,10 @@ EXPECTED: dict[str, tuple[list[str], int, int]] = {
     "aircraft": (AIRCRAFT_CLASSES, 6, 3),
     "dtd": (DTD_CLASSES, 6, 3),
     "caltech101": (CALTECH_CLASSES, 9, 3),  # 30 train per class, but always one test image
+    "caltech101-lavid": (CALTECH_CLASSES, 6, 6),  # LaViD's 4,310 / 8,677 of the 12 images, rounded
     "waterbirds": (["landbird", "waterbird"], 8, 4),
     "mini-imagenet": (sorted(MINI_WNIDS.values()), 15, 3),  # a sixth of 6 per class is test
+    "coco": (["person", "car", "train"], 6, 3),  # the crowd-only training image is left out
 }
 
 

@@ -9,6 +9,13 @@ BACKGROUND_Google is not a class and is left out (as torchvision does). Caltech-
 official split; this reader uses the common protocol: per class, a seeded random 30 images train
 and all the rest test (3,030 train / 5,647 test). A class of 30 or fewer images keeps one test image.
 Class names turn underscores into spaces ("Faces_easy" -> "Faces easy").
+
+``caltech101-lavid`` is LaViD's split instead (its reference code, ``utils._build_splits``): all
+8,677 images in one pool, ``torch.utils.data.random_split(pool, [4310, 0, 4367])`` with a generator
+seeded 27, whatever the training seed, so 4,310 train / 4,367 test. The pool is ordered by class,
+then by file number; the reference orders files as ``os.listdir`` returns them, which is the
+filesystem's order, so the draw is the same but the images it lands on may differ on another machine
+(docs/reproducing.md).
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from makd_cli.errors import MakdError
 CATEGORIES = "101_ObjectCategories"
 BACKGROUND = "BACKGROUND_Google"
 TRAIN_PER_CLASS = 30
+LAVID_SEED = 27  # the reference's generator seed, fixed across its runs
+LAVID_TRAIN, LAVID_TEST = 4310, 4367  # of the 8,677 images
 LAYOUT = f"a folder holding {CATEGORIES}/<class>/image_0001.jpg, ... (the unpacked caltech-101 archives)"
 
 
@@ -80,3 +89,34 @@ def load_caltech101(root: Path | None, seed: int = 0, train_per_class: int = TRA
         test_idx += idx[k:].tolist()
     classes = [c.replace("_", " ") for c in categories]
     return DatasetSplits("caltech101", classes, pool.subset(sorted(train_idx)), pool.subset(sorted(test_idx)))
+
+
+def lavid_partition(n: int, seed: int = LAVID_SEED) -> tuple[list[int], list[int]]:
+    """(train, test) positions of ``n`` pooled images as LaViD's reference splits them: one
+    ``random_split`` of 0..n-1 into [train, 0, test] lengths with ``torch.Generator().manual_seed(seed)``
+    (its randperm: the first ``train`` entries train, the rest test, in drawn order). For the full
+    8,677 images the lengths are the reference's 4,310 / 4,367; another ``n`` (a partial copy, a
+    test layout) keeps the proportion, at least one image each side."""
+    import torch
+    from torch.utils.data import random_split
+
+    if n < 2:
+        raise MakdError(f"Caltech-101: {n} image(s) cannot be split into train and test")
+    if n == LAVID_TRAIN + LAVID_TEST:
+        n_train = LAVID_TRAIN
+    else:
+        n_train = min(n - 1, max(1, round(n * LAVID_TRAIN / (LAVID_TRAIN + LAVID_TEST))))
+    train, _, test = random_split(range(n), [n_train, 0, n - n_train], generator=torch.Generator().manual_seed(seed))
+    return list(train.indices), list(test.indices)
+
+
+@register_dataset("caltech101-lavid", help="Caltech-101 as LaViD splits it: all images, seeded (27) 4,310 train / 4,367 test (NAME:PATH)")
+def load_caltech101_lavid(root: Path | None, seed: int = 0) -> DatasetSplits:
+    # ``seed`` (the training seed) is not used: the reference draws one partition for every run.
+    folder = find_folder(root)
+    categories, paths, labels = _read_pool(folder)
+    ids = [p.relative_to(folder / CATEGORIES).as_posix() for p in paths]
+    pool = Split(ids, labels, file_loader(paths))
+    train_idx, test_idx = lavid_partition(len(pool))
+    classes = [c.replace("_", " ") for c in categories]
+    return DatasetSplits("caltech101-lavid", classes, pool.subset(sorted(train_idx)), pool.subset(sorted(test_idx)))

@@ -117,8 +117,9 @@ def native_split(
     display: str | None = None,
     missing: str | None = None,
     groups=None,
+    fine_labels=None,
 ) -> Split:
     """A :class:`Split` of the images ``folder / id``; checks the first one first when ``missing`` is given."""
     if missing is not None:
         check_first_file(folder, ids, display=display, missing=missing)
-    return Split(list(ids), labels, file_loader([folder / i for i in ids]), groups=groups)
+    return Split(list(ids), labels, file_loader([folder / i for i in ids]), groups=groups, fine_labels=fine_labels)

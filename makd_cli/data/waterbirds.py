@@ -10,14 +10,21 @@ holding it)::
 
 Train is split 0 and test is split 2; the val split (1) is not used. Every sample carries its
 group y * 2 + place, so the worst group ("waterbird on land" in the usual shift) can be scored.
+
+Every image also carries its CUB species (``fine_labels`` into ``fine_classes``), read from its
+folder ("001.Black_footed_Albatross/..." -> "Black footed Albatross", CUB's own class names), so
+per-class targets extracted for CUB's 200 species train LaViD on Waterbirds with one signature per
+species while the head stays landbird/waterbird, as LaViD's reference does (train/loop.py).
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 from makd_cli.data.base import DatasetSplits, Split
+from makd_cli.data.cub import clean_class_name
 from makd_cli.data.native import find_native_folder, native_split
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
@@ -27,6 +34,7 @@ CLASSES = ["landbird", "waterbird"]
 GROUP_NAMES = ["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"]
 COLUMNS = ("img_filename", "y", "split", "place")
 TRAIN_SPLIT, TEST_SPLIT = 0, 2
+SPECIES_FOLDER = re.compile(r"^\d+\.\S")  # CUB's "001.Black_footed_Albatross"
 LAYOUT = f"{BASE}/ holding metadata.csv (columns {', '.join(COLUMNS)}) and the images it names"
 
 
@@ -56,6 +64,9 @@ def load_waterbirds(root: Path | None, seed: int = 0) -> DatasetSplits:
         not_found="lacks metadata.csv",
     )
     rows = read_metadata(folder / "metadata.csv")
+    species = species_folders([r[0] for r in rows])
+    fine_classes = [clean_class_name(f) for f in species]
+    fine_of = {f: i for i, f in enumerate(species)}
 
     def make(split: int) -> Split:
         picked = [r for r in rows if r[2] == split]
@@ -66,8 +77,19 @@ def load_waterbirds(root: Path | None, seed: int = 0) -> DatasetSplits:
             display="Waterbirds",
             missing="(named in metadata.csv) is missing",
             groups=[r[1] * 2 + r[3] for r in picked],
+            fine_labels=[fine_of[r[0].split("/")[0]] for r in picked] if species else None,
         )
 
     return DatasetSplits(
-        "waterbirds", list(CLASSES), make(TRAIN_SPLIT), make(TEST_SPLIT), group_names=list(GROUP_NAMES)
+        "waterbirds", list(CLASSES), make(TRAIN_SPLIT), make(TEST_SPLIT), group_names=list(GROUP_NAMES),
+        fine_classes=fine_classes,
     )
+
+
+def species_folders(filenames: list[str]) -> list[str]:
+    """The CUB species folders ("001.Black_footed_Albatross") of the images, in CUB's numbering; none
+    when some image is not inside such a folder (a relaid copy: no species signatures then)."""
+    folders = {name.split("/")[0] for name in filenames}
+    if any("/" not in name or not SPECIES_FOLDER.match(name.split("/")[0]) for name in filenames):
+        return []
+    return sorted(folders, key=lambda f: (int(f.split(".")[0]), f))

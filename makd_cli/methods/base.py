@@ -27,6 +27,9 @@ class MethodContext:
     weight: float | None = None  # --aux-weight; None means the method's default
     options: dict = field(default_factory=dict)  # method-specific settings (temperature, aspect_loss, ...)
     epochs: int = 1
+    # Per training sample, its row of per-class targets when they describe finer classes than the
+    # head (Waterbirds trained on CUB species targets: fine_target_rows); None: the row is the label.
+    target_rows: np.ndarray | None = None
 
 
 @dataclass
@@ -76,17 +79,39 @@ class TargetTable:
                     f"(first: {missing[0]}); extract them with the same --data"
                 )
             self.row_of_sample = torch.tensor([row[i] for i in ctx.train_ids], dtype=torch.long)
+        elif ctx.target_rows is not None:
+            self.row_of_sample = torch.as_tensor(np.asarray(ctx.target_rows), dtype=torch.long)
+        else:
+            self.row_of_sample = None  # the class label is the row
 
     def to(self, device) -> "TargetTable":
         self.table = self.table.to(device)
-        if self.per_image:
+        if self.row_of_sample is not None:
             self.row_of_sample = self.row_of_sample.to(device)
         return self
 
     def lookup(self, batch: Batch) -> Tensor:
-        if self.per_image:
+        if self.row_of_sample is not None:
             return self.table[self.row_of_sample[batch.indices]]
         return self.table[batch.labels]
+
+
+def fine_target_rows(targets: Targets, classes: list[str], fine_classes: list[str]) -> np.ndarray | None:
+    """Row of per-class ``targets`` for each of the dataset's ``fine_classes`` when the targets name
+    those finer classes instead of the dataset's ``classes`` (LaViD on Waterbirds: CUB species
+    signatures, landbird/waterbird head); None when they are targets of the dataset's own classes.
+    A fine class missing from the targets is one line."""
+    if targets.per_image or not fine_classes or list(targets.classes) == list(classes):
+        return None
+    row = {c: i for i, c in enumerate(targets.classes)}
+    if not any(c in row for c in fine_classes):
+        return None  # neither the classes nor the fine classes: check_classes says so
+    missing = [c for c in fine_classes if c not in row]
+    if missing:
+        raise MakdError(f"the targets name {len(fine_classes) - len(missing)} of the dataset's {len(fine_classes)} fine "
+                        f"classes (species) but lack {len(missing)} (first: {missing[0]}); extract them for the full "
+                        "class list (`makd data classes cub:PATH` for Waterbirds)")
+    return np.array([row[c] for c in fine_classes], dtype=np.int64)
 
 
 # Every module of makd_cli/methods is imported on first use: a new method file registers itself.

@@ -27,7 +27,7 @@ from makd_cli.fileio import check_output_path, output_lock, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
-from makd_cli.methods.base import TargetTable
+from makd_cli.methods.base import TargetTable, fine_target_rows
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
 from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
@@ -41,13 +41,14 @@ def default_workers(device: torch.device) -> int:
     return 0 if device.type == "cpu" and cpus <= 4 else min(8, cpus - 1)
 
 
-def _load_targets(cfg: TrainConfig, classes: list[str], train_split=None):
+def _load_targets(cfg: TrainConfig, classes: list[str], train_split=None, fine_classes=()):
     if cfg.targets is None:
         if cfg.control:
             raise MakdError("--control needs --targets: a control has the shape of the real targets")
         return None
     targets = read_targets(cfg.targets)
-    targets.check_classes(classes, where=str(cfg.targets))
+    if fine_target_rows(targets, classes, list(fine_classes)) is None:  # else rows of the species (Waterbirds)
+        targets.check_classes(classes, where=str(cfg.targets))
     if cfg.control:
         from makd_cli.controls import apply_control
 
@@ -108,14 +109,16 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
-    targets = _load_targets(cfg, ds.classes, ds.train)
+    targets = _load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
     )
     size = cfg.image_size or default_image_size(ds.native_size)
+    fine_rows = None if targets is None else fine_target_rows(targets, ds.classes, ds.fine_classes)
     ctx = MethodContext(
         num_classes=len(ds.classes), targets=targets, train_ids=train_split.ids, train_labels=train_split.labels,
         weight=cfg.aux_weight, epochs=cfg.epochs,
+        target_rows=None if fine_rows is None else fine_rows[train_split.fine_labels],
         options={"aspect_loss": cfg.aspect_loss, "temperature": cfg.kd_temperature, "logit_standardize": cfg.logit_standardize, **cfg.extra},
     )
     terms = build_terms(cfg.method, ctx)
