@@ -243,6 +243,45 @@ def make_mini_imagenet(root: Path, with_words: bool = False) -> Path:
     return folder
 
 
+# --- COCO (detection) -----------------------------------------------------------------------------
+COCO_CATEGORIES = [(1, "person"), (3, "car"), (7, "train")]  # COCO's ids are not contiguous
+
+
+def make_coco(root: Path) -> Path:
+    """coco/ in COCO's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/.
+    Train: 2 images per category (its largest box) plus one crowd-only image, which the
+    classification view leaves out; val: one image per category."""
+    import json
+
+    folder = root / "coco"
+    image_id = ann_id = 0
+    for split, per_cat in (("train2017", 2), ("val2017", 1)):
+        images, annotations = [], []
+        for c, (cat_id, _) in enumerate(COCO_CATEGORIES):
+            for _ in range(per_cat):
+                image_id += 1
+                name = f"{image_id:012d}.jpg"
+                write_image(folder / split / name, c)
+                images.append({"id": image_id, "file_name": name, "width": 8, "height": 8})
+                other = COCO_CATEGORIES[(c + 1) % 3][0]
+                for cat, box in ((cat_id, [1, 1, 6, 6]), (other, [0, 0, 2, 3])):
+                    ann_id += 1
+                    annotations.append({"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": box,
+                                        "area": box[2] * box[3], "iscrowd": 0})
+        if split == "train2017":
+            image_id += 1
+            write_image(folder / split / f"{image_id:012d}.jpg", 3)
+            images.append({"id": image_id, "file_name": f"{image_id:012d}.jpg", "width": 8, "height": 8})
+            ann_id += 1
+            annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": [0, 0, 8, 8],
+                                "area": 64, "iscrowd": 1})
+        doc = {"images": images, "annotations": annotations,
+               "categories": [{"id": i, "name": n, "supercategory": "x"} for i, n in COCO_CATEGORIES]}
+        (folder / "annotations").mkdir(parents=True, exist_ok=True)
+        (folder / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+    return folder
+
+
 BUILDERS: dict[str, Callable[[Path], Path]] = {
     "cub": make_cub,
     "cars": make_cars,
