@@ -173,7 +173,7 @@ def test_lead_weighting_by_hand():
     assert lead_weighted_kl(logits, p, h).item() == pytest.approx(want, rel=1e-5)
     # lead-ssl: H^2 on InfoNCE, 1 - H^2 on KL
     nce = torch.tensor([2.0, 3.0, 1.0])
-    total, con, kd = lead_ssl_loss(nce, logits, p, h, weight=2.0)
+    total, con, kd = lead_ssl_loss(nce, logits, p, h, weight=2.0, kl="batchmean")
     assert con.item() == pytest.approx((0 * 2.0 + 1 * 3.0 + h09 ** 2 * 1.0) / 3, rel=1e-5)
     assert kd.item() == pytest.approx(2 * want, rel=1e-5)
     assert total.item() == pytest.approx(con.item() + kd.item())
@@ -230,14 +230,17 @@ def test_momentum_update_and_info_nce():
 
 
 # ------------------------------------------------------------------------------------- training
-def confident_targets(data: Path, path: Path) -> Path:
-    """image_clip targets that mostly agree with the labels, with mixed confidence."""
+def confident_targets(data: Path, path: Path, text_dim: int = 8) -> Path:
+    """image_clip targets that mostly agree with the labels, with mixed confidence, and random
+    normalised description embeddings (C x text_dim)."""
     split = load_dataset(str(data)).train
     rng = np.random.default_rng(0)
     z = np.eye(3)[split.labels] * rng.uniform(1, 6, (len(split), 1)) + rng.standard_normal((len(split), 3)) * 0.3
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
+    emb = rng.standard_normal((3, text_dim))
     write_targets(path, Targets("image_clip", CLASSES, [], p, z, teacher="test", images=split.ids, labels=split.labels,
-                                entropy=normalized_entropy(torch.from_numpy(p)).numpy()))
+                                entropy=normalized_entropy(torch.from_numpy(p)).numpy(),
+                                text_embeddings=emb / np.linalg.norm(emb, axis=1, keepdims=True)))
     return path
 
 
@@ -258,13 +261,16 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     from makd_cli.train import moco
 
     targets = confident_targets(tiny_data, tmp_path / "t.h5")
-    common = dict(method="lead-ssl", targets=str(targets), epochs=4, moco_queue=16, moco_dim=8, moco_momentum=0.99)
+    common = dict(method="lead-ssl", targets=str(targets), epochs=4, moco_queue=16, moco_dim=8, moco_momentum=0.99,
+                  extra={"lead_teacher": "offline"})
     hist = train_moco(cfg(tiny_data, tmp_path / "ssl", **common))["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
-    assert all(0 <= r["train_entropy"] <= 1 and "val_top1" in r for r in hist)
+    assert all(0 <= r["train_entropy"] <= 1 and "val_top1" not in r for r in hist)
     ckpt = load_checkpoint(tmp_path / "ssl" / "best.pt")
     assert ckpt["head"]["method"] == "lead-ssl" and ckpt["num_classes"] == 3 and ckpt["head"]["extra_dim"] == 0
     assert ckpt["head"]["terms"][0]["moco_queue"] == 16 and "moco" not in ckpt
+    assert ckpt["split"] == {"train": 36, "val": 0, "test": 12}  # no hold-out: nothing is chosen on one
+    assert ckpt["head"]["terms"][0]["student_distribution"] == "text" and ckpt["head"]["terms"][0]["kl"] == "reference"
     last = load_checkpoint(tmp_path / "ssl" / "last.pt")
     assert last["moco"]["queue"]["queue"].shape == (16, 8)
 

@@ -1,7 +1,9 @@
 """LEAD's teacher targets: CLIP scores every image against one description per class.
 
 Kind ``image_clip``: ``probs`` = softmax(cos(image, description) / 0.02) over the C classes (N x C),
-``logits`` = cos / 0.02 and ``entropy`` = H(probs) / log C per image (LEAD's H). Descriptions come
+``logits`` = cos / 0.02, ``entropy`` = H(probs) / log C per image (LEAD's H) and ``text_embeddings``
+(C x D, the descriptions' normalised embeddings: ``--method lead-ssl`` takes the student's distribution
+over them and an online teacher scores augmented views against them). Descriptions come
 from ``makd gen-questions --kind description`` and are matched to the dataset's classes by
 ``class_name``; a class without a description stops the run.
 
@@ -84,7 +86,7 @@ def extract_clip_scores(teacher, split: Split, questions: list[Question], classe
         targets = Targets(
             kind="image_clip", classes=list(classes), question_ids=[d.id for d in descs], probs=probs, logits=logits,
             teacher=f"clip:{teacher.name}", questions_sha256=sha, images=[split.ids[i] for i in ok], labels=labels,
-            entropy=entropy,
+            entropy=entropy, text_embeddings=text_emb,
             meta={"source": "clip", "model": teacher.name, "temperature": temperature,
                   "scoring": "softmax(cos(image, description) / temperature)", "logits": "cos / temperature",
                   "entropy": "H(probs) / log(C)", "context_length": limit,

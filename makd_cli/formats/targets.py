@@ -1,4 +1,4 @@
-"""targets.h5, format version 1: what a teacher answered.
+"""targets.h5, format version 2 (version 1 files are read too): what a teacher answered.
 
 Kinds and the shape of ``probs`` (C classes, Q questions, M options, N images):
 - ``class_mcq``    C x Q x M, each row a distribution over the options (LaViD)
@@ -9,7 +9,8 @@ Kinds and the shape of ``probs`` (C classes, Q questions, M options, N images):
 
 ``logits`` has the shape of ``probs`` (raw teacher scores before normalisation). Per-image kinds add
 ``images`` (sample ids) and ``labels``; ``image_clip`` may add ``entropy`` (N, the normalised entropy
-of each row, LEAD's H). Root attributes: format, format_version, kind, teacher,
+of each row, LEAD's H) and, from version 2, ``text_embeddings`` (C x D, the L2-normalised CLIP
+embedding of each class description: LEAD's student distribution is taken over them). Root attributes: format, format_version, kind, teacher,
 questions_sha256, option_labels and a JSON ``meta``.
 """
 
@@ -27,7 +28,8 @@ from makd_cli.errors import MakdError
 from makd_cli.fileio import atomic_write_bytes, require_file
 
 FORMAT = "makd-targets"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # 2 added the optional text_embeddings dataset; a version 1 file simply lacks it
 PER_CLASS = ("class_mcq", "class_yesno", "class_vector")
 PER_IMAGE = ("image_yesno", "image_clip")
 KINDS = PER_CLASS + PER_IMAGE
@@ -48,11 +50,14 @@ class Targets:
     labels: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
     entropy: np.ndarray | None = None  # optional, per-image kinds: H(row) / log(C) in [0, 1] (LEAD)
+    text_embeddings: np.ndarray | None = None  # optional, image_clip: C x D description embeddings (version 2)
 
     def __post_init__(self) -> None:
         self.probs = np.asarray(self.probs, dtype=np.float32)
         if self.entropy is not None:
             self.entropy = np.asarray(self.entropy, dtype=np.float32)
+        if self.text_embeddings is not None:
+            self.text_embeddings = np.asarray(self.text_embeddings, dtype=np.float32)
         if self.logits is not None:
             self.logits = np.asarray(self.logits, dtype=np.float32)
         if self.labels is not None:
@@ -113,6 +118,13 @@ class Targets:
                 raise MakdError(f"{where}: entropy must be one value per image row ({shape[0]}), found shape {self.entropy.shape}")
             if not np.all(np.isfinite(self.entropy)) or (len(self.entropy) and (self.entropy.min() < -1e-4 or self.entropy.max() > 1 + 1e-4)):
                 raise MakdError(f"{where}: entropy must lie in [0, 1] (normalised by log C)")
+        if self.text_embeddings is not None:
+            emb = self.text_embeddings
+            if self.kind != "image_clip" or emb.ndim != 2 or emb.shape[0] != C:
+                raise MakdError(f"{where}: text_embeddings must be one row per class ({C} x D) of an image_clip file, "
+                                f"found shape {emb.shape} in a {self.kind} file")
+            if not np.all(np.isfinite(emb)):
+                raise MakdError(f"{where}: text_embeddings holds NaN or infinite values")
         if len(set(self.question_ids)) != Q:
             raise MakdError(f"{where}: question ids repeat")
 
@@ -153,6 +165,8 @@ def write_targets(path: str | Path, t: Targets) -> None:
             f.create_dataset("labels", data=t.labels, track_times=False)
         if t.entropy is not None:
             f.create_dataset("entropy", data=t.entropy, track_times=False)
+        if t.text_embeddings is not None:
+            f.create_dataset("text_embeddings", data=t.text_embeddings, track_times=False)
     atomic_write_bytes(path, buffer.getvalue(), suffix=".h5")
 
 
@@ -170,8 +184,9 @@ def read_targets(path: str | Path) -> Targets:
             version = int(_attr(f, "format_version", -1))
         except (TypeError, ValueError):
             version = -1
-        if version != FORMAT_VERSION:
-            raise MakdError(f"{path} has targets format version {version}; this makd reads version {FORMAT_VERSION}. Re-run `makd extract`")
+        if version not in READABLE_VERSIONS:
+            raise MakdError(f"{path} has targets format version {version}; this makd reads versions "
+                            f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `makd extract`")
         for name in ("classes", "question_ids", "probs"):
             if name not in f or not isinstance(f[name], h5py.Dataset):
                 raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
@@ -192,6 +207,7 @@ def read_targets(path: str | Path) -> Targets:
                 labels=_numbers(f, "labels", np.int64) if "labels" in f else None,
                 meta=_json_attr(f, "meta", "{}", dict),
                 entropy=_numbers(f, "entropy", np.float32) if "entropy" in f else None,
+                text_embeddings=_numbers(f, "text_embeddings", np.float32) if "text_embeddings" in f else None,
             )
         except _Damaged as exc:
             raise MakdError(f"{path} is damaged: {exc}; re-run `makd extract`") from None

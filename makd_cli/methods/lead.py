@@ -10,6 +10,8 @@ The self-supervised variant (MoCo v2 + this term, ``--method lead-ssl``) lives i
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch import Tensor
 
 from makd_cli.losses import lead_weighted_kl, normalized_entropy
 from makd_cli.methods.base import MethodTerm, TargetTable, register_method, require_targets
@@ -21,6 +23,28 @@ def teacher_entropy(targets) -> torch.Tensor:
     if targets.entropy is not None:
         return torch.from_numpy(targets.entropy).float()
     return normalized_entropy(torch.from_numpy(targets.probs).double()).float()
+
+
+def text_logits(projection: Tensor, text_embeddings: Tensor, temperature: float) -> Tensor:
+    """LEAD's public code: the student's logits over the classes are cos(projection, description
+    embedding) / temperature, with the projection L2-normalised here and the description embeddings
+    (C x D, from the ``image_clip`` file) already normalised: the student speaks the teacher's space."""
+    return F.normalize(projection, dim=1) @ text_embeddings.t().to(projection.dtype) / temperature
+
+
+def lead_reference_kl(student_logits: Tensor, teacher_probs: Tensor, entropy: Tensor, weight: float) -> Tensor:
+    """The distillation term as LEAD's public code computes it (``main.py``: ``KLDivLoss(reduction='none')``,
+    ``.mean(dim=1)``, times ``(1 - H^2)`` and ``beta``, ``.sum()``):
+
+        sum over the batch of  weight * (1 - H_i^2) * (1 / C) * sum_c p_ic (log p_ic - log q_ic)
+
+    i.e. the per-sample KL divided by C (a mean over classes), summed (not averaged) over the batch
+    this process holds."""
+    p = teacher_probs.detach().to(student_logits.dtype)
+    log_q = F.log_softmax(student_logits, dim=-1)
+    per_class_mean = (torch.special.xlogy(p, p) - p * log_q).mean(dim=-1)
+    w = 1.0 - entropy.detach().to(per_class_mean.dtype) ** 2
+    return weight * (w * per_class_mean).sum()
 
 
 class TeacherDistribution:

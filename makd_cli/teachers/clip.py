@@ -95,6 +95,34 @@ class CLIPTeacher:
         emb = _pooled(self.model.get_image_features(pixel_values=x.to(self.device, self.dtype))).float()
         return torch.nn.functional.normalize(emb, dim=-1).cpu().numpy()
 
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) of the image tower's input (the processor's centre crop)."""
+        crop = getattr(self.image_processor, "crop_size", None)
+        if crop is None:
+            side = int(self.model.config.vision_config.image_size)
+            return side, side
+        if isinstance(crop, (int, float)):
+            return int(crop), int(crop)
+        get = crop.get if isinstance(crop, dict) else lambda key: getattr(crop, key, None)  # dict, or transformers' SizeDict
+        return int(get("height") or get("shortest_edge")), int(get("width") or get("shortest_edge"))
+
+    @torch.no_grad()
+    def encode_views(self, views: torch.Tensor, mean, std) -> torch.Tensor:
+        """L2-normalised embeddings (B x D, float32, on ``views``' device) of a batch of augmented views
+        that were normalised with ``mean`` / ``std`` (the student's ImageNet statistics): LEAD's online
+        teacher sees the very crop the student sees. The views are brought back to [0, 1], resized to
+        the tower's input when their size differs, and normalised with CLIP's own statistics."""
+        x = views.float() * torch.tensor(std, device=views.device).view(1, 3, 1, 1) \
+            + torch.tensor(mean, device=views.device).view(1, 3, 1, 1)
+        size = self.input_size()
+        if tuple(x.shape[-2:]) != size:
+            x = torch.nn.functional.interpolate(x, size=size, mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
+        clip_mean = torch.tensor(self.image_processor.image_mean, device=x.device).view(1, 3, 1, 1)
+        clip_std = torch.tensor(self.image_processor.image_std, device=x.device).view(1, 3, 1, 1)
+        x = ((x - clip_mean) / clip_std).to(self.device, self.dtype)
+        emb = _pooled(self.model.get_image_features(pixel_values=x)).float()
+        return torch.nn.functional.normalize(emb, dim=-1).to(views.device)
+
     def encode_images(self, images) -> np.ndarray:
         """Embeddings of PIL images (convenience for small jobs and tests)."""
         prep = self.preprocessor()

@@ -4,24 +4,35 @@ CLIP teacher (lead-supplementary.txt sections 8, 11; shared/reference/paper-numb
 Per image, two augmented views go through the query encoder (student backbone + projection MLP) and
 the momentum key encoder (a copy updated as ``k = m k + (1 - m) q``, m = 0.999). The loss is
 
-    mean_i( H_i^2 * InfoNCE_i )  +  weight * mean_i( (1 - H_i^2) * KL(p_i || softmax(student class logits)) )
+    mean_i( H_i^2 * InfoNCE_i )  +  KL term
 
 with InfoNCE against the positive key and a queue of 65536 past keys (temperature 0.2), and p_i, H_i
 the CLIP teacher's class distribution and normalised entropy (``makd extract --clip``). No labels are
-used. Without ``--targets`` every H is 1: plain MoCo v2, the paper's baseline.
+used. Without ``--targets`` every H is 1: plain MoCo v2, the paper's baseline. As LEAD's public code
+(HuiGuanLab/LEAD-pp ``main.py``) runs it, by default:
 
-The checkpoint is the usual makd checkpoint (``head.method`` "lead-ssl"): the student's ``fc`` of C
-outputs is the teacher-distribution predictor, so ``makd eval`` reads it like any other run;
+- ``--lead-student text``: the student's distribution is softmax(normalised projection q . description
+  embeddings^T / 0.02), the embeddings read from the targets file; ``head`` uses a C-way class head.
+- ``--lead-kl reference``: sum over the batch of weight * (1 - H^2) * KL / C, weight ``--lead-kl-weight``
+  20; ``batchmean``: weight * mean over the batch of (1 - H^2) * KL.
+- ``--lead-teacher online``: CLIP encodes the student's own augmented view at every step (the CLIP
+  model is loaded for training); ``offline``: the distribution stored per image by ``extract --clip``.
+- under torchrun the key encoder runs on a batch shuffled across the processes (MoCo's shuffle-BN).
+  One process has nothing to shuffle across: its key encoder's batch norm sees the same images as the
+  query's, as in any one-GPU MoCo without SplitBN.
+- no hold-out: nothing is chosen on a validation split, so every training image is trained on.
+
+The checkpoint is the usual makd checkpoint (``head.method`` "lead-ssl"); with ``--lead-student head``
+the student's ``fc`` of C outputs is the teacher-distribution predictor, with ``text`` it is untrained.
 ``makd eval --probe`` gives the paper's protocol (linear probe, retrieval) on the backbone features.
 ``best.pt`` is the last epoch (a self-supervised run has no labels to choose an epoch with);
 ``last.pt`` also holds the projection head, the key encoder and the queue for ``--resume``.
-Single process only (no torchrun).
 """
 
 from __future__ import annotations
 
 import copy
-import os
+import time
 from contextlib import nullcontext
 
 import torch
@@ -31,18 +42,18 @@ from torchvision import transforms as T
 
 from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
-from makd_cli.data.transforms import MEAN, STD, TorchSplit, default_image_size, eval_transform
+from makd_cli.data.transforms import MEAN, STD, TorchSplit, default_image_size
 from makd_cli.errors import MakdError
-from makd_cli.evaluate.metrics import topk_accuracy
-from makd_cli.evaluate.predict import predict
 from makd_cli.fileio import sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
-from makd_cli.losses import lead_weighted_kl
+from makd_cli.losses import lead_weighted_kl, normalized_entropy
 from makd_cli.methods.base import MethodContext
-from makd_cli.methods.lead import TeacherDistribution
+from makd_cli.methods.lead import TeacherDistribution, lead_reference_kl, text_logits
+from makd_cli.registry import option_values
 from makd_cli.students import build_student
 from makd_cli.train.config import TrainConfig
 from makd_cli.device import resolve_device
+from makd_cli.train.distributed import DistInfo, init_distributed, per_rank_batch, shutdown
 from makd_cli.train.engine import Objective, Run, fit, seed_everything
 from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
 from makd_cli.train.progress import TrainProgress
@@ -107,16 +118,66 @@ def info_nce(q: Tensor, k: Tensor, queue: Tensor, temperature: float) -> Tensor:
     return F.cross_entropy(logits, torch.zeros(q.shape[0], dtype=torch.long, device=q.device), reduction="none")
 
 
-def lead_ssl_loss(nce: Tensor, class_logits: Tensor, teacher_probs: Tensor | None, entropy: Tensor | None,
-                  weight: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
-    """(total, contrastive, distillation): mean(H^2 * InfoNCE) + weight * mean((1 - H^2) * KL(p || q))."""
+def lead_ssl_loss(nce: Tensor, student_logits: Tensor, teacher_probs: Tensor | None, entropy: Tensor | None,
+                  weight: float = 20.0, kl: str = "reference") -> tuple[Tensor, Tensor, Tensor]:
+    """(total, contrastive, distillation): mean(H^2 * InfoNCE) + the KL term, ``kl`` "reference"
+    (``lead_reference_kl``: sum over the batch of weight * (1 - H^2) * KL / C) or "batchmean"
+    (weight * mean over the batch of (1 - H^2) * KL)."""
     if teacher_probs is None:  # no teacher: H = 1, plain MoCo v2
         zero = nce.new_zeros(())
         return nce.mean(), nce.mean(), zero
     h = entropy.detach().to(nce.dtype)
     contrastive = (h ** 2 * nce).mean()
-    distill = weight * lead_weighted_kl(class_logits, teacher_probs, h)
+    if kl == "reference":
+        distill = lead_reference_kl(student_logits, teacher_probs, h, weight)
+    else:
+        distill = weight * lead_weighted_kl(student_logits, teacher_probs, h)
     return contrastive + distill, contrastive, distill
+
+
+class QueryEncoder(nn.Module):
+    """What the gradient flows through: backbone, projection and (``--lead-student head``) the class
+    head; one module so that DistributedDataParallel averages all of their gradients."""
+
+    def __init__(self, backbone: nn.Module, projection: nn.Module, head: nn.Module | None):
+        super().__init__()
+        self.backbone, self.projection, self.head = backbone, projection, head
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        feats = self.backbone(x)
+        return self.projection(feats), (self.head(feats) if self.head is not None else None)
+
+
+def _all_gather(x: Tensor) -> Tensor:
+    import torch.distributed as dist
+
+    parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def shuffled_keys(encode, views: Tensor, info: DistInfo) -> Tensor:
+    """Keys of every process's views (world * b rows, in rank order) computed with MoCo's shuffle-BN:
+    the views of all processes are gathered, permuted by one permutation (rank 0's, broadcast), and
+    each process encodes its share of the permuted batch, so the key encoder's batch norm never sees
+    the batch the query encoder normalised. One process: no shuffle, its own keys (b rows)."""
+    if not info.enabled:
+        return encode(views)
+    import torch.distributed as dist
+
+    gathered = _all_gather(views)
+    perm = torch.randperm(gathered.shape[0], device=views.device)
+    dist.broadcast(perm, 0)
+    keys = _all_gather(encode(gathered[perm.view(info.world, -1)[info.rank]]))
+    return unshuffle(keys, perm)
+
+
+def unshuffle(keys: Tensor, perm: Tensor) -> Tensor:
+    """Row ``j`` of ``keys`` belongs to view ``perm[j]``: put every key back at its view's row."""
+    out = torch.empty_like(keys)
+    out[perm] = keys
+    return out
 
 
 def moco_transform(size: int) -> T.Compose:
@@ -161,16 +222,23 @@ class _Progress(TrainProgress):
             return
         parts = [f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
         parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_loss"]
-        if "val_top1" in record:
-            parts.append(f"teacher-head val top-1 {record['val_top1']:.2f}%")
+        if "teacher_share" in record:
+            parts.append(f"online teacher {record['teacher_s_per_step']:.3f} s/step ({100 * record['teacher_share']:.0f}% of the time)")
         parts.append(f"{record['images_per_s']:.0f} img/s")
         self.progress.console.print("  ".join(parts))
 
 
 # ------------------------------------------------------------------------------------------ loop
+def lead_options(cfg: TrainConfig) -> dict:
+    """The --lead-* options of the moco task: those given (``cfg.extra``), else their defaults."""
+    from makd_cli.train.tasks import TASKS
+
+    return option_values([o for o in TASKS.options("moco") if o.key.startswith("lead_")], cfg.extra)
+
+
 def _check_options(cfg: TrainConfig) -> None:
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        raise MakdError("--method lead-ssl trains in one process; run it without torchrun")
+    if cfg.aux_weight is not None:
+        raise MakdError("--method lead-ssl weighs its KL term with --lead-kl-weight (default 20, the public code's), not --aux-weight")
     if not 0 <= cfg.moco_momentum < 1:
         raise MakdError(f"--moco-momentum must be in [0, 1), not {cfg.moco_momentum}")
     if cfg.moco_temperature <= 0:
@@ -184,9 +252,46 @@ def _check_options(cfg: TrainConfig) -> None:
 
 
 def train_moco(cfg: TrainConfig) -> dict:
-    """Train ``cfg.student`` with LEAD's self-supervised objective; returns the summary ``train`` returns."""
+    """Train ``cfg.student`` with LEAD's self-supervised objective; returns the summary ``train`` returns.
+    Under torchrun every process trains its share of each batch (DDP) and rank 0 writes the files."""
     _check_options(cfg)
     device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        return _train_moco(cfg, device, info)
+    finally:
+        shutdown(info)
+
+
+class TeacherClock:
+    """Seconds the online CLIP teacher takes, against the wall time of the epoch's steps."""
+
+    def __init__(self):
+        self.start, self.teacher, self.steps = None, 0.0, 0
+
+    def report(self) -> dict:
+        if self.start is None or not self.steps:
+            return {}
+        wall = time.perf_counter() - self.start
+        figures = {"teacher_s_per_step": self.teacher / self.steps, "teacher_share": self.teacher / max(wall, 1e-9)}
+        self.start, self.teacher, self.steps = None, 0.0, 0
+        return figures
+
+
+def _online_teacher(cfg: TrainConfig, name: str | None, targets, device):
+    from makd_cli.teachers.clip import load_clip
+
+    name = name or targets.meta.get("model")
+    if not name:
+        raise MakdError(f"--lead-teacher online: {cfg.targets} names no CLIP model (it is not from `makd extract --clip`); "
+                        "pass --lead-clip MODEL, or --lead-teacher offline to use the stored distributions")
+    return load_clip(name, device=str(device))
+
+
+def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
+    opts = lead_options(cfg)
     out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
@@ -194,24 +299,44 @@ def train_moco(cfg: TrainConfig) -> dict:
     targets = _load_targets(cfg, ds.classes)
     if targets is not None and targets.kind != "image_clip":
         raise MakdError(f"--method lead-ssl takes image_clip targets (`makd extract --clip`), but the file holds {targets.kind}")
-    train_split, val_split = carve_train_val(ds.train, C, cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed)
-    if len(train_split) < 2:
-        raise MakdError("--method lead-ssl needs at least 2 training images (batch norm in the projection head)")
-    teacher = None
+    # No hold-out: a self-supervised run chooses nothing on a validation split (best.pt is the last
+    # epoch), so --val-fraction does not apply and every training image is trained on.
+    train_split, _ = carve_train_val(ds.train, C, 0.0, cfg.per_class, cfg.train_fraction, cfg.seed)
+    if len(train_split) < 2 * info.world:
+        raise MakdError("--method lead-ssl needs at least 2 training images per process (batch norm in the projection head)")
+    teacher, text_emb, clip_teacher = None, None, None
+    student_kind = opts["lead_student"] if targets is not None else "head"
+    online = targets is not None and opts["lead_teacher"] == "online"
+    temperature = float(targets.meta.get("temperature", 0.02)) if targets is not None else 0.02
     if targets is not None:
+        if (student_kind == "text" or online) and targets.text_embeddings is None:
+            flag = "--lead-student head" if student_kind == "text" else "--lead-teacher offline"
+            raise MakdError(f"{cfg.targets} holds no description embeddings (a format version 1 file, or one not from "
+                            f"`makd extract --clip`); re-extract it with this makd, or pass {flag}"
+                            + (" --lead-teacher offline" if online and student_kind == "text" else ""))
+        if targets.text_embeddings is not None:
+            text_emb = torch.from_numpy(targets.text_embeddings).float().to(device)
         ctx = MethodContext(num_classes=C, targets=targets, train_ids=train_split.ids, train_labels=None)
-        teacher = TeacherDistribution(targets, ctx).to(device)
-    weight = 1.0 if cfg.aux_weight is None else float(cfg.aux_weight)
+        teacher = None if online else TeacherDistribution(targets, ctx).to(device)
+        if online:
+            clip_teacher = _online_teacher(cfg, opts["lead_clip"], targets, device)
+    weight, kl_form = float(opts["lead_kl_weight"]), opts["lead_kl"]
     size = cfg.image_size or default_image_size(ds.native_size)
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
     model = build_student(cfg.student, C, 0, size, cfg.pretrained).to(device)
     features = model.fc.in_features
-    proj = ProjectionHead(features, features, cfg.moco_dim).to(device)
+    # --lead-student text: the projection lives in CLIP's embedding space, so its width is the embeddings'
+    proj_dim = text_emb.shape[1] if student_kind == "text" else cfg.moco_dim
+    proj = ProjectionHead(features, features, proj_dim).to(device)
     key_backbone, key_proj = copy.deepcopy(model.backbone), copy.deepcopy(proj)
     for p in list(key_backbone.parameters()) + list(key_proj.parameters()):
         p.requires_grad_(False)
-    queue = MoCoQueue(cfg.moco_dim, cfg.moco_queue, seed=cfg.seed).to(device)
+    queue = MoCoQueue(proj_dim, cfg.moco_queue, seed=cfg.seed).to(device)
+    query = QueryEncoder(model.backbone, proj, model.fc if student_kind == "head" and targets is not None else None)
+    step_query = query
+    if info.enabled:
+        step_query = torch.nn.parallel.DistributedDataParallel(query, device_ids=[info.local_rank] if device.type == "cuda" else None)
 
     params = list(model.parameters()) + list(proj.parameters())
     optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
@@ -225,10 +350,12 @@ def train_moco(cfg: TrainConfig) -> dict:
     if cfg.resume:
         ckpt = load_checkpoint(last_path)
         _check_resume(ckpt, cfg, out)
-        for key in ("moco_queue", "moco_momentum", "moco_temperature", "moco_dim"):
-            if ckpt["config"].get(key) != getattr(cfg, key):
-                raise MakdError(f"{out}/last.pt was trained with --{key.replace('_', '-')} {ckpt['config'].get(key)}, "
-                                f"not {getattr(cfg, key)}; resume with the same options or choose another -o")
+        saved_lead = lead_options(TrainConfig(data=cfg.data, out=cfg.out, extra=dict(ckpt["config"].get("extra") or {})))
+        for key in ("moco_queue", "moco_momentum", "moco_temperature", "moco_dim", "lead_student", "lead_teacher"):
+            was, now = (ckpt["config"].get(key), getattr(cfg, key)) if hasattr(cfg, key) else (saved_lead[key], opts[key])
+            if was != now:
+                raise MakdError(f"{out}/last.pt was trained with --{key.replace('_', '-')} {was}, "
+                                f"not {now}; resume with the same options or choose another -o")
         model.load_state_dict(ckpt["model"])
         moco = ckpt["moco"]
         proj.load_state_dict(moco["projection"])
@@ -239,13 +366,17 @@ def train_moco(cfg: TrainConfig) -> dict:
         scheduler.load_state_dict(ckpt["scheduler"])
         history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
 
-    term = {"method": METHOD, "extra_dim": 0, "weight": weight, "moco_momentum": cfg.moco_momentum,
-            "moco_queue": cfg.moco_queue, "moco_temperature": cfg.moco_temperature, "moco_dim": cfg.moco_dim,
-            "projection": [features, features, cfg.moco_dim], "schedule": schedule,
-            "teacher": "image_clip" if targets is not None else None}
+    term = {"method": METHOD, "extra_dim": 0, "weight": weight, "kl": kl_form, "moco_momentum": cfg.moco_momentum,
+            "moco_queue": cfg.moco_queue, "moco_temperature": cfg.moco_temperature, "moco_dim": proj_dim,
+            "projection": [features, features, proj_dim], "schedule": schedule,
+            "student_distribution": student_kind if targets is not None else None,
+            "teacher": None if targets is None else ("online " + clip_teacher.name if online else "image_clip"),
+            "shuffle_bn": info.enabled, "processes": info.world}
+    class_head = ("untrained (no teacher)" if targets is None else "teacher-distribution predictor" if student_kind == "head"
+                  else "untrained (--lead-student text: the distribution is taken over the description embeddings)")
     head = {
         "method": METHOD, "extra_dim": 0, "terms": [term], "slices": {}, "self_supervised": True,
-        "class_head": "teacher-distribution predictor" if targets is not None else "untrained (no teacher)",
+        "class_head": class_head,
         "targets_kind": targets.kind if targets is not None else None,
         "question_ids": list(targets.question_ids) if targets is not None else [],
         "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
@@ -253,39 +384,53 @@ def train_moco(cfg: TrainConfig) -> dict:
     base = {
         "arch": cfg.student, "num_classes": C, "classes": list(ds.classes), "image_size": size,
         "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
-        "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
+        "split": {"train": len(train_split), "val": 0, "test": len(ds.test)},
     }
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     data = TwoViews(train_split, moco_transform(size))
-    ev_tf = eval_transform(size, ds.native_size)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
     out.mkdir(parents=True, exist_ok=True)
     m, temp = cfg.moco_momentum, cfg.moco_temperature
-    keys = {}  # this step's keys, queued after the optimizer step
+    keys = {}  # this step's keys (every process's, under torchrun), queued after the optimizer step
+    clock = TeacherClock()
+
+    def encode_keys(views):
+        return F.normalize(key_proj(key_backbone(views)).float(), dim=1)
+
+    def teacher_rows(v1, idx):
+        if clip_teacher is None:
+            return teacher.lookup(idx) if teacher is not None else (None, None)
+        t0 = time.perf_counter()
+        image_emb = clip_teacher.encode_views(v1, MEAN, STD)  # the very view the query encoder sees
+        p = torch.softmax(image_emb @ text_emb.t() / temperature, dim=1)
+        clock.teacher += time.perf_counter() - t0
+        return p, normalized_entropy(p)
 
     def step(batch, epoch):
         data.unreadable.check()  # more than 1 % undecodable images: one line, not a silent run
         v1, v2, idx = batch
+        if clock.start is None:
+            clock.start = time.perf_counter()
+        clock.steps += 1
         with autocast():
-            feats = model.backbone(v1)
-            class_logits, z = model.fc(feats), proj(feats)
+            z, class_logits = step_query(v1)
             with torch.no_grad():
                 momentum_update(model.backbone, key_backbone, m)
                 momentum_update(proj, key_proj, m)
-                zk = key_proj(key_backbone(v2))
+                all_keys = shuffled_keys(encode_keys, v2, info)
         # the losses in fp32: bf16 similarities / 0.2 would be coarse
-        q, k = F.normalize(z.float(), dim=1), F.normalize(zk.float(), dim=1)
-        keys["k"] = k
+        q = F.normalize(z.float(), dim=1)
+        k = all_keys.view(info.world, -1, all_keys.shape[1])[info.rank]
+        keys["k"] = all_keys
         nce = info_nce(q, k, queue.queue.clone().detach(), temp)
-        p, h = teacher.lookup(idx) if teacher is not None else (None, None)
-        loss, con, kd = lead_ssl_loss(nce, class_logits.float(), p, h, weight)
+        p, h = teacher_rows(v1, idx)
+        if p is not None and student_kind == "text":
+            class_logits = text_logits(z.float(), text_emb, temperature)
+        loss, con, kd = lead_ssl_loss(nce, class_logits.float() if class_logits is not None else None, p, h, weight, kl_form)
         return loss, {"moco": con.item(), "lead": kd.item(), "entropy": h.mean().item() if h is not None else 1.0}
 
-    def validate() -> dict:  # monitoring only: nothing is chosen by it
-        if val_split is None or teacher is None:
-            return {}
-        pv = predict(model, val_split, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device))
-        return {"val_top1": topk_accuracy(pv["logits"], pv["labels"], 1)}
+    def validate() -> dict:  # nothing is chosen by it: the online teacher's cost, when there is one
+        return clock.report() if clip_teacher is not None else {}
 
     def extra_state() -> dict:
         return {"moco": {"projection": proj.state_dict(), "key_backbone": key_backbone.state_dict(),
@@ -294,12 +439,13 @@ def train_moco(cfg: TrainConfig) -> dict:
     objective = Objective(
         model=model, data=data, train_modules=[model, proj, key_backbone, key_proj], step=step,
         after_step=lambda batch: queue.enqueue(keys.pop("k")), validate=validate, extra_state=extra_state,
-        parts=("moco", "lead", "entropy"), batch_size=min(cfg.batch_size, len(data)), drop_last=True,
+        parts=("moco", "lead", "entropy"), batch_size=min(per_rank_batch(cfg.batch_size, info), len(data) // info.world),
+        drop_last=True,
         keep="latest",  # no labels to choose an epoch by: the latest is the result
     )
-    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, workers=workers, history=history,
+    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info=info, workers=workers, history=history,
               start_epoch=start_epoch)
-    with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet) as bar:
+    with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
         fit(cfg, run, objective, bar)
     final = history[-1] if history else {}
     return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": final.get("val_top1", -final.get("train_loss", 0.0)),

@@ -38,11 +38,26 @@ def _moco(cfg: TrainConfig) -> dict:
 TASKS: Registry[Task] = Registry("training task")
 register_task = TASKS.add
 TASKS.add("classify", Task(_classify), "CE on the class logits plus each --method term (ce, lavid, makd, kd, ...)")
-TASKS.add("moco", Task(_moco, ("lead-ssl",)), "LEAD's self-supervised MoCo v2 with entropy-weighted distillation", options=[
+TASKS.add("moco", Task(_moco, ("lead-ssl",)), "LEAD's self-supervised MoCo v2 with entropy-weighted distillation; under "
+          "torchrun the key encoder sees a batch shuffled across the processes (shuffle-BN), one process has no such shuffle", options=[
     Option("moco-queue", int, 65536, "--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536).", min=1),
     Option("moco-momentum", float, 0.999, "--method lead-ssl: momentum of the key encoder.", min=0, max=1),
     Option("moco-temperature", float, 0.2, "--method lead-ssl: InfoNCE temperature.", min=0),
-    Option("moco-dim", int, 128, "--method lead-ssl: output width of the projection MLP.", min=1),
+    Option("moco-dim", int, 128, "--method lead-ssl: output width of the projection MLP (with --lead-student text it is "
+                                 "the width of the description embeddings instead, 512 for CLIP ViT-B/16 as in the public code).", min=1),
+    Option("lead-student", str, "text", "--method lead-ssl: the student's distribution. text (LEAD's public code): softmax of "
+                                        "the normalised projection . CLIP description embeddings / 0.02 (from the targets file); "
+                                        "head: a C-way class head.", choices=("text", "head")),
+    Option("lead-kl", str, "reference", "--method lead-ssl: the KL term. reference (the public code): sum over the batch of "
+                                        "weight * (1 - H^2) * KL / C; batchmean: weight * mean over the batch of (1 - H^2) * KL.",
+           choices=("reference", "batchmean")),
+    Option("lead-kl-weight", float, 20.0, "--method lead-ssl: weight of the KL term (the public code's beta, 20).", min=0),
+    Option("lead-teacher", str, "online", "--method lead-ssl: online (the public code): CLIP scores the student's own augmented "
+                                          "view at every step (loads the CLIP model; its share of the time is logged); offline: "
+                                          "the distribution extract --clip stored per un-augmented image.",
+           choices=("online", "offline")),
+    Option("lead-clip", str, None, "--method lead-ssl --lead-teacher online: the CLIP model (default: the one named in the "
+                                   "targets file)."),
 ])
 
 
