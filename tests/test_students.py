@@ -37,3 +37,21 @@ def test_extra_outputs_start_at_zero_and_class_outputs_do_not():
     model = build_student("small_cnn", 4, 6, 32).eval()
     logits, extra = model(torch.randn(3, 3, 32, 32))
     assert torch.count_nonzero(extra) == 0 and torch.count_nonzero(logits) > 0
+
+
+def test_mobilenet_v2_keeps_its_dropout_before_the_new_head():
+    # torchvision's classifier is Sequential(Dropout(0.2), Linear): only the Linear is replaced.
+    model = build_student("mobilenet_v2", 3, 2, 32).eval()
+    (drop,) = model.backbone.classifier
+    assert isinstance(drop, torch.nn.Dropout) and drop.p == 0.2
+    x = torch.randn(4, 3, 32, 32)
+    _, _, plain = model(x, return_features=True)
+    drop.train()  # batch norm stays in eval mode: only the dropout differs
+    torch.manual_seed(0)
+    _, _, dropped = model(x, return_features=True)
+    active, kept = plain != 0, dropped != 0  # ReLU6 already zeroes many features: count among the others
+    assert 0.1 < 1 - kept[active].float().mean().item() < 0.3  # about 20 % of them dropped
+    assert torch.allclose(dropped[kept], plain[kept] / 0.8, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    logits, extra = model(x)
+    assert torch.allclose(torch.cat([logits, extra], 1), model.fc(dropped), atol=1e-6)

@@ -98,7 +98,8 @@ def _torchvision_backbone(name: str) -> tuple[nn.Module, int]:
             continue
         last = head[-1] if isinstance(head, nn.Sequential) else head
         num_features = last.in_features
-        setattr(model, attr, nn.Identity())
+        # Only the last Linear goes (StudentNet.fc replaces it): what precedes it stays, e.g. MobileNetV2's Dropout(0.2).
+        setattr(model, attr, nn.Sequential(*head[:-1]) if isinstance(head, nn.Sequential) else nn.Identity())
         return model, num_features
     raise MakdError(f"cannot find the classifier of torchvision model {name}")
 
