@@ -38,12 +38,13 @@ def lavid_mse(aux_logits: Tensor, targets: Tensor) -> Tensor:
 def logit_standardize(logits: Tensor, eps: float = 1e-7) -> Tensor:
     """Logit standardisation (Sun et al. 2024, "Logit Standardization in KD"): z-score each row.
 
-    Returns ``(z - mean(z)) / (std(z) + eps)`` per sample, with the population standard deviation
-    (``1/C`` inside the root, as in the paper's definition), so every row has mean 0 and std 1.
-    Apply it to both student and teacher logits before dividing by the temperature.
+    Returns ``(z - mean(z)) / (std(z) + eps)`` per sample with the unbiased standard deviation
+    (``1/(C-1)`` inside the root) and ``eps = 1e-7``, as the public code computes it
+    (``normalize`` in sunshangquan/logit-standardization-KD and in LaViD's ``mlkd.py``; the paper's
+    text writes the population std). Apply it to both student and teacher logits before the temperature.
     """
     mean = logits.mean(dim=-1, keepdim=True)
-    std = logits.std(dim=-1, keepdim=True, unbiased=False)
+    std = logits.std(dim=-1, keepdim=True, unbiased=True)
     return (logits - mean) / (std + eps)
 
 
@@ -89,28 +90,83 @@ def dkd(student_logits: Tensor, teacher_logits: Tensor, labels: Tensor, alpha: f
     return (alpha * tckd + beta * nckd) * T * T
 
 
-def mlkd(student_logits: Tensor, teacher_logits: Tensor, temperatures=(2.0, 3.0, 4.0, 5.0, 6.0)) -> Tensor:
-    """Multi-level logit distillation (Jin et al. 2023), simplified; sum over the ``temperatures`` of
+# MLKD's temperatures after the base one, in the reference's order (mdistiller's MLKD.py, LaViD's mlkd.py).
+MLKD_FIXED_TEMPERATURES = (3.0, 5.0, 2.0, 6.0)
 
-    * instance level: ``KL(p_t || p_s) * T^2``, summed over classes, mean over the batch;
-    * batch level: ``||P_t P_t^T - P_s P_s^T||_F^2 / B`` (B x B sample-similarity Gram matrices);
-    * class level: ``||P_t^T P_t - P_s^T P_s||_F^2 / C`` (C x C class-correlation Gram matrices);
 
-    with ``P = softmax(z / T)`` (B x C). Not implemented from the paper: the weak/strong augmentation
-    pair (both views' losses) and the confidence masks built from the teacher's predictions; every
-    sample counts, and the three levels have weight 1.
+def mlkd_temperatures(base: float) -> tuple[float, ...]:
+    """The five temperatures of the reference MLKD: the configured one, then 3, 5, 2, 6."""
+    return (float(base), *MLKD_FIXED_TEMPERATURES)
+
+
+def mlkd_masks(teacher_logits: Tensor) -> tuple[Tensor, Tensor]:
+    """MLKD's median-confidence masks from the teacher's logits (of the weak view), as in the reference:
+
+    * per sample: the teacher's top probability ``max softmax(z)`` is at most its batch median;
+    * per class: the class's summed probability over the batch is at most the median over classes.
+
+    The median is the 50th percentile with linear interpolation (``np.percentile(x, 50)``).
     """
-    B, C = student_logits.shape
-    t_logits = teacher_logits.detach().to(student_logits.dtype)
+    p = F.softmax(teacher_logits.detach().float(), dim=1)
+    confidence = p.max(dim=1).values
+    class_confidence = p.sum(dim=0)
+    return confidence <= torch.quantile(confidence, 0.5), class_confidence <= torch.quantile(class_confidence, 0.5)
+
+
+def _batch_gram_loss(s: Tensor, t: Tensor, T: float) -> Tensor:
+    """MLKD batch level: ``||P_t P_t^T - P_s P_s^T||_F^2 / B`` with ``P = softmax(z / T)`` (B x B Gram matrices)."""
+    ps, pt = F.softmax(s / T, dim=1), F.softmax(t / T, dim=1)
+    return ((pt @ pt.T - ps @ ps.T) ** 2).sum() / s.shape[0]
+
+
+def _class_gram_loss(s: Tensor, t: Tensor, T: float) -> Tensor:
+    """MLKD class level: ``||P_t^T P_t - P_s^T P_s||_F^2 / C`` (C x C class-correlation Gram matrices)."""
+    ps, pt = F.softmax(s / T, dim=1), F.softmax(t / T, dim=1)
+    return ((pt.T @ pt - ps.T @ ps) ** 2).sum() / s.shape[1]
+
+
+def mlkd(student_logits: Tensor, teacher_logits: Tensor, temperatures=(2.0, 3.0, 4.0, 5.0, 6.0), *,
+         strong_student: Tensor | None = None, strong_teacher: Tensor | None = None, masks: bool = False,
+         standardize: bool = False, weight: float = 1.0) -> Tensor:
+    """Multi-level logit distillation (Jin et al. 2023) as the public code runs it (mdistiller-based
+    ``MLKD.forward_train`` in LaViD and in the LS code); ``student_logits``/``teacher_logits`` are the
+    weak view. With ``w = weight`` and the sums over ``temperatures``:
+
+    * weak view: ``w * m_s * sum KD(T)`` (instance), ``w * m_c * sum CC(T)`` (class level),
+      ``w * m_s * sum BC(T)`` (batch level);
+    * strong view (when given): ``w * sum KD(T)`` over the first three temperatures on the strong
+      view plus ``w * sum KD(T)`` over the remaining ones on the *weak* view, unmasked (the reference
+      code computes those two on the weak logits; its strong-view batch and class terms are never
+      added to the loss, so they are not computed here).
+
+    ``KD(T)`` is :func:`kd` (batch mean, times ``T^2``) on z-scored logits when ``standardize``
+    (:func:`logit_standardize`, instance terms only, as the references); CC/BC never standardise.
+    ``m_s``, ``m_c`` are the fractions of samples / classes that :func:`mlkd_masks` keeps: the
+    reference multiplies each batch-mean loss by the boolean mask and averages, i.e. scales it by
+    the kept fraction (about 1/2). Without ``masks`` they are 1, and one view with ``masks=False`` and
+    ``weight=1`` is makd's earlier simplified MLKD. CE is not included.
+    """
+    temps = [float(T) for T in temperatures]
+    t_weak = teacher_logits.detach().to(student_logits.dtype)
+    m_s = m_c = 1.0
+    if masks:
+        sample_mask, class_mask = mlkd_masks(t_weak)
+        m_s, m_c = sample_mask.to(student_logits.dtype).mean(), class_mask.to(student_logits.dtype).mean()
+    inst_s, inst_t = (logit_standardize(student_logits), logit_standardize(t_weak)) if standardize else (student_logits, t_weak)
     total = student_logits.new_zeros(())
-    for T in temperatures:
-        T = float(T)
-        total = total + kd(student_logits, t_logits, T)
-        ps = F.softmax(student_logits / T, dim=1)
-        pt = F.softmax(t_logits / T, dim=1)
-        total = total + ((pt @ pt.T - ps @ ps.T) ** 2).sum() / B
-        total = total + ((pt.T @ pt - ps.T @ ps) ** 2).sum() / C
-    return total
+    for T in temps:
+        total = total + m_s * kd(inst_s, inst_t, T)
+        total = total + m_c * _class_gram_loss(student_logits, t_weak, T)
+        total = total + m_s * _batch_gram_loss(student_logits, t_weak, T)
+    if strong_student is not None:
+        if strong_teacher is None:
+            raise ValueError("mlkd: strong_student needs strong_teacher")
+        ss, ts = strong_student, strong_teacher.detach().to(strong_student.dtype)
+        if standardize:
+            ss, ts = logit_standardize(ss), logit_standardize(ts)
+        for i, T in enumerate(temps):
+            total = total + (kd(ss, ts, T) if i < 3 else kd(inst_s, inst_t, T))
+    return weight * total
 
 
 # --- LEAD (lead-supplementary.txt): entropy-weighted distillation from a CLIP teacher ---------------

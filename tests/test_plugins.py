@@ -62,6 +62,9 @@ def test_every_method_takes_a_training_step(name):
     extra = torch.randn(N, term.extra_dim, requires_grad=True)
     batch = Batch(images=torch.zeros(N, 3, 8, 8), labels=torch.arange(N) % C, indices=torch.arange(N),
                   teacher_logits=torch.randn(N, C) if cls.needs_teacher else None)
+    if term.views == 2:  # the loop also gives the strong view's logits (and the teacher's, for a KD term)
+        batch.strong_logits = torch.randn(N, C, requires_grad=True)
+        batch.strong_teacher_logits = torch.randn(N, C) if cls.needs_teacher else None
     loss = term.loss(logits, extra, batch)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -82,7 +85,7 @@ def test_declared_method_options_are_checked_from_python_too():
     with pytest.raises(MakdError, match="--dkd-alpha"):
         build_terms("dkd", ctx)
     [term] = build_terms("dkd", MethodContext(num_classes=C, epochs=240))
-    assert (term.alpha, term.beta, term.warmup) == (1.0, 2.0, 20)  # the declared defaults, the paper's warm-up
+    assert (term.alpha, term.beta, term.warmup) == (1.0, 2.0, 1)  # the declared defaults, LaViD's 1-epoch warm-up
 
 
 def test_every_task_owns_distinct_methods():

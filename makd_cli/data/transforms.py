@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+from PIL import Image, ImageDraw, ImageEnhance, ImageOps
 from torchvision import transforms as T
 
 from makd_cli.data.base import Split
@@ -25,6 +26,77 @@ def train_transform(size: int, native_size: int | None = None) -> T.Compose:
     else:
         ops = [T.RandomResizedCrop(size), T.RandomHorizontalFlip()]
     return T.Compose(ops + [T.ToTensor(), T.Normalize(MEAN, STD)])
+
+
+def _uniform(low: float, high: float) -> float:
+    # torch's RNG, not Python's: loader workers seed it from the epoch's generator, so runs and resumes repeat.
+    return low + (high - low) * float(torch.rand(()))
+
+
+def _affine(img, coeffs):
+    return img.transform(img.size, Image.Transform.AFFINE, coeffs)
+
+
+# FixMatch's RandAugment pool as MLKD's code uses it (LaViD's lavid/data/mlkd_augment.py): op, low, high.
+RANDAUGMENT_OPS = (
+    (lambda img, v: ImageOps.autocontrast(img), 0, 1),
+    (lambda img, v: ImageEnhance.Brightness(img).enhance(v), 0.05, 0.95),
+    (lambda img, v: ImageEnhance.Color(img).enhance(v), 0.05, 0.95),
+    (lambda img, v: ImageEnhance.Contrast(img).enhance(v), 0.05, 0.95),
+    (lambda img, v: ImageOps.equalize(img), 0, 1),
+    (lambda img, v: img, 0, 1),
+    (lambda img, v: ImageOps.posterize(img, max(1, int(v))), 4, 8),
+    (lambda img, v: img.rotate(v), -30, 30),
+    (lambda img, v: ImageEnhance.Sharpness(img).enhance(v), 0.05, 0.95),
+    (lambda img, v: _affine(img, (1, v, 0, 0, 1, 0)), -0.3, 0.3),  # shear x
+    (lambda img, v: _affine(img, (1, 0, 0, v, 1, 0)), -0.3, 0.3),  # shear y
+    (lambda img, v: ImageOps.solarize(img, int(v)), 0, 256),
+    (lambda img, v: _affine(img, (1, 0, v * img.size[0], 0, 1, 0)), -0.3, 0.3),  # translate x
+    (lambda img, v: _affine(img, (1, 0, 0, 0, 1, v * img.size[1])), -0.3, 0.3),  # translate y
+)
+CUTOUT_FILL = (125, 123, 114)
+
+
+class RandAugment:
+    """MLKD's strong augmentation, ``RandAugment(2, 10)`` of its code: ``n`` ops drawn with replacement
+    from ``RANDAUGMENT_OPS``, each at a uniform random magnitude in its range (the code ignores ``m``),
+    then a Cutout square of side up to half the image width filled with grey (125, 123, 114)."""
+
+    def __init__(self, n: int = 2, m: int = 10):
+        self.n, self.m = n, m
+
+    def __call__(self, img):
+        for k in torch.randint(len(RANDAUGMENT_OPS), (self.n,)).tolist():
+            op, low, high = RANDAUGMENT_OPS[k]
+            img = op(img, _uniform(low, high))
+        side = _uniform(0, 0.5) * img.size[0]
+        if side <= 0:
+            return img
+        w, h = img.size
+        x0, y0 = int(max(0, _uniform(0, w) - side / 2)), int(max(0, _uniform(0, h) - side / 2))
+        img = img.copy()
+        ImageDraw.Draw(img).rectangle((x0, y0, min(w, x0 + side), min(h, y0 + side)), CUTOUT_FILL)
+        return img
+
+    def __repr__(self) -> str:
+        return f"RandAugment(n={self.n}, m={self.m})"
+
+
+def strong_train_transform(size: int, native_size: int | None = None) -> T.Compose:
+    """MLKD's strong view: the training transform's crop and flip, then :class:`RandAugment` (2, 10)."""
+    weak = train_transform(size, native_size).transforms
+    return T.Compose(weak[:-2] + [RandAugment(2, 10)] + weak[-2:])
+
+
+class WeakStrong:
+    """Both views of one image stacked (2 x C x H x W): batches collate to B x 2 x C x H x W, which the
+    loop splits (a class, not a lambda: loader workers pickle it)."""
+
+    def __init__(self, weak, strong):
+        self.weak, self.strong = weak, strong
+
+    def __call__(self, img):
+        return torch.stack([self.weak(img), self.strong(img)])
 
 
 def eval_transform(size: int, native_size: int | None = None) -> T.Compose:

@@ -39,6 +39,9 @@ class Batch:
     indices: Tensor  # positions in the training split, for per-image targets
     epoch: int = 0
     teacher_logits: Tensor | None = None
+    # The second (strong) view, when a term asks for two (``MethodTerm.views``): student and teacher logits.
+    strong_logits: Tensor | None = None
+    strong_teacher_logits: Tensor | None = None
 
 
 class MethodTerm:
@@ -46,6 +49,8 @@ class MethodTerm:
     target_kinds: tuple[str, ...] = ()  # target kinds this term consumes; empty: none needed
     needs_teacher = False  # needs teacher logits for each batch (KD family)
     default_weight = 1.0
+    views = 1  # 2: the loop also feeds a strongly augmented view of each image (MLKD)
+    ce_weight: float | None = None  # the weight of CE on the class logits this term asks for; None: no opinion (1)
 
     def __init__(self, ctx: MethodContext):
         self.ctx = ctx
@@ -60,6 +65,15 @@ class MethodTerm:
 
     def head_info(self) -> dict:
         return {"method": self.name, "extra_dim": self.extra_dim, "weight": self.weight}
+
+
+def ce_weight_of(terms: list[MethodTerm]) -> float:
+    """The weight of CE in a combined method: the one its terms ask for (1 when none does)."""
+    asked = {t.name: float(t.ce_weight) for t in terms if t.ce_weight is not None}
+    if len(set(asked.values())) > 1:
+        raise MakdError(f"the methods weigh CE differently ({', '.join(f'{n} {w:g}' for n, w in asked.items())}); "
+                        "pass --kd-ce-weight to choose one")
+    return next(iter(asked.values()), 1.0)
 
 
 class TargetTable:

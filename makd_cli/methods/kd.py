@@ -1,7 +1,10 @@
-"""Hinton KD from a visual teacher (``--teacher-ckpt``): CE + weight * KL(teacher || student) * T^2.
+"""Hinton KD from a visual teacher (``--teacher-ckpt``): CE weight * CE + KD weight * KL(teacher || student) * T^2.
 
 Shared by the KD family (kd, dkd, mlkd): the teacher-logit check, the optional logit
-standardisation (``--logit-standardize``, Sun et al. 2024) and the temperature rule.
+standardisation (``--logit-standardize``, Sun et al. 2024), the temperature and the two weights.
+Each method's defaults are what LaViD's fine-grained tables ran (``lavid/models/distill_models.py``:
+KD CE 0.5, KD 0.5, T 1; DKD CE 1, T 4; MLKD CE 0.5 per view, weight 0.5, T 1); docs/reproducing.md
+gives the flags for mdistiller's and the LS code's settings.
 """
 
 from __future__ import annotations
@@ -13,47 +16,72 @@ from makd_cli.losses import kd, logit_standardize
 from makd_cli.methods.base import Batch, MethodTerm, register_method
 from makd_cli.registry import Option
 
-DEFAULT_TEMPERATURE = 4.0
-LS_BASE_TEMPERATURE = 2.0  # the LS paper's base temperature when logits are standardised
-
-# Options of the KD family, declared by each method that reads them (dkd, mlkd add or drop some).
-LOGIT_STANDARDIZE = Option("logit-standardize", bool, False, "Logit standardisation for kd/dkd/mlkd (Sun et al. 2024).")
-KD_OPTIONS = (Option("kd-temperature", float, None, "KD temperature (default 4; 2 with --logit-standardize)."),
-              LOGIT_STANDARDIZE)
+# Options of the KD family, declared by each method that reads them. Their defaults differ per method,
+# so the declarations say None and each term fills in its own (a shared flag keeps one declaration).
+LOGIT_STANDARDIZE = Option("logit-standardize", bool, False,
+                           "Logit standardisation (Sun et al. 2024): z-score with the unbiased std + 1e-7 as the public "
+                           "code; kd and dkd standardise their whole input, mlkd its instance-level terms only. "
+                           "Temperatures and weights stay as set (the LS code's own runs: see docs/reproducing.md).")
+KD_OPTIONS = (
+    Option("kd-temperature", float, None, "Distillation temperature T (default: kd 1 and mlkd 1, as LaViD's fine-grained "
+                                          "runs; dkd 4; mdistiller's KD uses 4)."),
+    Option("kd-weight", float, None, "Weight of the distillation loss (default: kd 0.5 and mlkd 0.5, as LaViD; dkd 1; "
+                                     "mdistiller's KD uses 0.9); the same as --aux-weight.", min=0),
+    Option("kd-ce-weight", float, None, "Weight of CE on the labels (default: kd 0.5 and mlkd 0.5 on each view, as LaViD; "
+                                        "dkd 1; mdistiller's KD uses 0.1).", min=0),
+    LOGIT_STANDARDIZE,
+)
 
 
 class TeacherTerm(MethodTerm):
     """A term that distils the teacher's class logits (``batch.teacher_logits``)."""
 
     needs_teacher = True
-    default_weight = 1.0  # kd, dkd and mlkd alike
+    default_temperature = 1.0  # LaViD's KD and MLKD
+    default_weight = 0.5  # LaViD's KD weight (KD) and ALPHA (MLKD)
+    default_ce_weight = 0.5
 
     def __init__(self, ctx):
         super().__init__(ctx)
-        self.standardize = bool(ctx.options.get("logit_standardize", False))
-        t = ctx.options.get("temperature")
-        # An explicit temperature wins; unset (None) means 4, or LS's base temperature 2 with --logit-standardize.
-        self.temperature = float(t) if t is not None else (LS_BASE_TEMPERATURE if self.standardize else DEFAULT_TEMPERATURE)
+        opts = ctx.options
+        self.standardize = bool(opts.get("logit_standardize", False))
+        t = opts.get("kd_temperature")
+        t = opts.get("temperature") if t is None else t  # TrainConfig.kd_temperature arrives as "temperature"
+        self.temperature = float(t) if t is not None else self.default_temperature
         if self.temperature <= 0:
             raise MakdError(f"--kd-temperature must be positive, not {self.temperature}")
+        kd_weight = opts.get("kd_weight")
+        if kd_weight is not None and ctx.weight is not None and float(kd_weight) != float(ctx.weight):
+            raise MakdError(f"--method {self.name}: --kd-weight {kd_weight} and --aux-weight {ctx.weight} disagree; give one")
+        if kd_weight is not None:
+            self.weight = float(kd_weight)
+        ce = opts.get("kd_ce_weight")
+        self.ce_weight = float(ce) if ce is not None else self.default_ce_weight
 
-    def pair(self, logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
-        """Student and teacher logits, both standardised when logit standardisation is on."""
-        if batch.teacher_logits is None:
+    def teacher_logits(self, logits: Tensor, batch: Batch, strong: bool = False) -> Tensor:
+        """The teacher's logits of the batch (of its strong view with ``strong``), checked against the student's."""
+        t = batch.strong_teacher_logits if strong else batch.teacher_logits
+        if t is None:
             raise MakdError(f"--method {self.name} distils a teacher's logits: pass --teacher-ckpt (a checkpoint from `makd train`)")
-        t = batch.teacher_logits.detach().to(logits.dtype)
+        t = t.detach().to(logits.dtype)
         if t.shape != logits.shape:
             raise MakdError(f"--method {self.name}: the teacher gives {tuple(t.shape)} logits but the student {tuple(logits.shape)}; "
                             "the teacher must be trained on the same classes")
+        return t
+
+    def pair(self, logits: Tensor, batch: Batch) -> tuple[Tensor, Tensor]:
+        """Student and teacher logits, both standardised when logit standardisation is on."""
+        t = self.teacher_logits(logits, batch)
         if self.standardize:
             return logit_standardize(logits), logit_standardize(t)
         return logits, t
 
     def head_info(self) -> dict:
-        return {**super().head_info(), "temperature": self.temperature, "logit_standardize": self.standardize}
+        return {**super().head_info(), "temperature": self.temperature, "logit_standardize": self.standardize,
+                "ce_weight": self.ce_weight}
 
 
-@register_method("kd", help="CE + weight * KL(softmax(teacher/T) || softmax(student/T)) * T^2 (needs --teacher-ckpt)",
+@register_method("kd", help="0.5 CE + 0.5 KL(softmax(teacher/T) || softmax(student/T)) * T^2, T 1 as LaViD (needs --teacher-ckpt)",
                  options=KD_OPTIONS)
 class KD(TeacherTerm):
     name = "kd"

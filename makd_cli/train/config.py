@@ -25,7 +25,7 @@ class TrainConfig:
     aspect_loss: str = "bce"
     control: str | None = None  # random-codes | gaussian | shuffled (issue 10 controls)
     teacher_ckpt: str | None = None
-    kd_temperature: float | None = None  # None: 4, or 2 with --logit-standardize (the LS paper)
+    kd_temperature: float | None = None  # None: the method's default (kd, mlkd 1; dkd 4: LaViD's fine-grained runs)
     logit_standardize: bool = False
     per_class: int | None = None
     train_fraction: float = 1.0

@@ -18,7 +18,8 @@ import torch.nn.functional as F
 
 from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
-from makd_cli.data.transforms import TorchSplit, default_image_size, eval_transform, train_transform, unreadable_note
+from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
+                                      train_transform, unreadable_note)
 from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
@@ -27,7 +28,7 @@ from makd_cli.fileio import check_output_path, output_lock, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
-from makd_cli.methods.base import TargetTable, fine_target_rows
+from makd_cli.methods.base import TargetTable, ce_weight_of, fine_target_rows
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
 from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
@@ -174,6 +175,10 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     }
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
+    two_views = any(t.views == 2 for t in terms)  # MLKD: each item is a weak and a strong view, stacked
+    if two_views:
+        tr_tf = WeakStrong(tr_tf, strong_train_transform(size, ds.native_size))
+    ce_weight = ce_weight_of(terms)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
@@ -182,19 +187,24 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     def step(batch, epoch):
         train_data.unreadable.check()
         images, labels, indices = batch
+        views = list(images.unbind(1)) if two_views else [images]
         if device.type == "cuda" and cfg.channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
         with autocast():
-            logits, extra = step_model(images)
-            teacher_logits = None
-            batch = Batch(images, labels, indices, epoch)
+            # One forward per view, as the reference (each view gets its own batch-norm statistics).
+            outputs = [step_model(v) for v in views]
+            logits, extra = outputs[0]
+            batch = Batch(views[0], labels, indices, epoch)
+            teacher_logits = [None] * len(views)
             if teacher is not None:
                 with torch.no_grad():
-                    teacher_logits = teacher(images)[0].float()
-            elif logit_table is not None:
-                teacher_logits = logit_table.lookup(batch)
-            batch.teacher_logits = teacher_logits
-            ce = F.cross_entropy(logits.float(), labels)
+                    teacher_logits = [teacher(v)[0].float() for v in views]
+            elif logit_table is not None:  # per-image scores: the same for both views
+                teacher_logits = [logit_table.lookup(batch)] * len(views)
+            batch.teacher_logits = teacher_logits[0]
+            if two_views:
+                batch.strong_logits, batch.strong_teacher_logits = outputs[1][0].float(), teacher_logits[1]
+            ce = ce_weight * sum(F.cross_entropy(out[0].float(), labels) for out in outputs)
             parts = [t.loss(logits.float(), extra[:, offsets[i]:offsets[i + 1]].float(), batch) for i, t in enumerate(terms)]
             loss = ce + sum(parts)
         return loss, {"ce": ce.item(), **{t.name: p.item() for t, p in zip(terms, parts)}}
