@@ -258,15 +258,22 @@ def eval_(
     per_class: bool = typer.Option(False, "--per-class", help="Also print per-class accuracy."),
     device: str = typer.Option("auto"),
     as_json: bool = typer.Option(False, "--json", help="Print every metric as JSON."),
-    probe: bool = typer.Option(False, "--probe", help="Self-supervised protocol (LEAD): linear probe top-1/top-5 and retrieval "
-                                                      "Rank-1/Rank-5/mAP on frozen features, train split -> test split."),
+    probe: Optional[str] = typer.Option(None, "--probe", metavar="[sgd|quick]",  # a bare --probe is sgd (cli_plugins.OPTIONAL_VALUES)
+                                        help="Self-supervised protocol (LEAD): linear probe top-1/top-5 and retrieval Rank-1/Rank-5/mAP "
+                                             "on frozen features. --probe (= sgd, LEAD's public code): SGD linear layer, lr 30, batch 256, "
+                                             "100 epochs on augmented training images (slow: 100 passes of the backbone); --probe quick: "
+                                             "logistic regression on un-augmented features."),
+    probe_epochs: int = typer.Option(100, "--probe-epochs", min=1, help="--probe sgd: epochs (the public code's 100)."),
+    retrieval: str = typer.Option("test", "--retrieval", help="--probe: test (the public code: leave-one-out within the test split) "
+                                                              "or train-test (test queries, training gallery)."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import EvalConfig, run_eval
     from makd_cli.evaluate.show import show_eval
 
     found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
-                                split=split, device=device, probe=probe, progress=not as_json))
+                                split=split, device=device, probe=probe, probe_epochs=probe_epochs, retrieval=retrieval,
+                                progress=not as_json))
     show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out)
 
 

@@ -144,12 +144,32 @@ class PluginGroup(TyperGroup):
         found = registry_for(name) if name else None
         info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
         if found is None or info is None:
-            return name, command, rest
+            return name, command, bare_flag_values(name, rest)
         info = copy.copy(info)
         info.callback = with_plugin_options(info.callback, *found)
         app = self.typer_app
         return name, typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                                      rich_markup_mode=app.rich_markup_mode), rest
+                                                      rich_markup_mode=app.rich_markup_mode), bare_flag_values(name, rest)
+
+
+# Options whose value may be left out: (command, flag) -> (what the bare flag stands for, its values).
+# ``makd eval --probe`` is ``--probe sgd``; ``--probe quick`` picks the other protocol. Typer's parser
+# cannot leave a value out, so the bare flag gets its value written in before parsing.
+OPTIONAL_VALUES = {("eval", "--probe"): ("sgd", ("sgd", "quick"))}
+
+
+def bare_flag_values(name: str | None, args: list[str]) -> list[str]:
+    flags = {flag: spec for (command, flag), spec in OPTIONAL_VALUES.items() if command == name}
+    if not flags:
+        return args
+    out = []
+    for i, arg in enumerate(args):
+        out.append(arg)
+        if arg == "--":
+            return out + list(args[i + 1:])
+        if arg in flags and (i + 1 == len(args) or args[i + 1] not in flags[arg][1]):
+            out.append(flags[arg][0])
+    return out
 
 
 def plugin_group(app: typer.Typer) -> typer.Typer:

@@ -14,7 +14,7 @@ from torch import nn
 
 from makd_cli.data import load_dataset
 from makd_cli.errors import MakdError
-from makd_cli.evaluate.probe import linear_probe, retrieval_metrics
+from makd_cli.evaluate.probe import linear_probe, retrieval_metrics, sgd_linear_probe
 from makd_cli.extract.clip_scores import extract_clip_scores
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.questions import Question, write_questions
@@ -24,7 +24,8 @@ from makd_cli.methods import MethodContext, build_terms
 from makd_cli.methods.base import Batch
 from makd_cli.teachers.clip import class_distribution, load_clip
 from makd_cli.train import TrainConfig, train
-from makd_cli.train.moco import MoCoQueue, info_nce, lead_ssl_loss, momentum_update, train_moco
+from makd_cli.methods.lead import lead_reference_kl, text_logits
+from makd_cli.train.moco import MoCoQueue, info_nce, lead_ssl_loss, momentum_update, train_moco, unshuffle
 
 from conftest import CLASSES
 
@@ -181,6 +182,51 @@ def test_lead_weighting_by_hand():
     assert total.item() == pytest.approx(2.0) and kd.item() == 0
 
 
+def reference_distill(f_s, f_t, text, temperature=0.02, beta=20.0):
+    """LEAD-pp main.py's distillation lines, written out: f_s the student's normalised projection, f_t
+    the teacher's normalised image embedding, text the description tensor."""
+    t_soft = torch.softmax(f_t @ text.T / temperature, dim=1)
+    s_soft = torch.softmax(f_s @ text.T / temperature, dim=1)
+    kl = nn.KLDivLoss(reduction="none")(s_soft.log(), t_soft)
+    entropy = -torch.sum(t_soft * torch.log(t_soft + 1e-10), dim=1) / math.log(text.shape[0])
+    w_distill = torch.tensor([1 - e * e for e in entropy])
+    return (kl.mean(dim=1) * w_distill * beta).sum(), t_soft
+
+
+def test_reference_kl_and_text_student_against_the_public_code():
+    torch.manual_seed(0)
+    C, D, B = 5, 12, 7
+    text = nn.functional.normalize(torch.randn(C, D), dim=1)
+    proj = torch.randn(B, D) * 3  # the student's projection, before normalisation
+    f_t = nn.functional.normalize(text[torch.randint(0, C, (B,))] + 0.4 * torch.randn(B, D), dim=1)
+    want, t_soft = reference_distill(nn.functional.normalize(proj, dim=1), f_t, text)
+    # cos(projection, description) / 0.02, by hand
+    cos = torch.tensor([[float(proj[i] @ text[c] / proj[i].norm()) for c in range(C)] for i in range(B)])
+    torch.testing.assert_close(text_logits(proj, text, 0.02), cos / 0.02, rtol=1e-5, atol=1e-4)
+    got = lead_reference_kl(text_logits(proj, text, 0.02), t_soft, normalized_entropy(t_soft), 20.0)
+    assert got.item() == pytest.approx(want.item(), rel=1e-4)
+    nce = torch.rand(B)
+    total, con, kd = lead_ssl_loss(nce, text_logits(proj, text, 0.02), t_soft, normalized_entropy(t_soft))  # defaults: 20, reference
+    assert kd.item() == pytest.approx(want.item(), rel=1e-4) and total.item() == pytest.approx(con.item() + kd.item(), rel=1e-6)
+
+
+def test_shuffle_bn_unshuffle_puts_keys_back():
+    """Two processes of 3 views each, simulated: the permuted batch is split per process, each half
+    encoded with its own batch statistics (a batch-norm-like encoder), gathered and unshuffled."""
+    views = torch.arange(6, dtype=torch.float32).view(6, 1) * torch.tensor([[1.0, 2.0]])
+    perm = torch.tensor([4, 0, 5, 2, 1, 3])
+
+    def encode(x):  # per-batch centring: what makes shuffle-BN matter
+        return torch.cat([x - x.mean(0), x], dim=1)
+
+    keys = torch.cat([encode(views[perm[:3]]), encode(views[perm[3:]])])
+    back = unshuffle(keys, perm)
+    torch.testing.assert_close(back[:, 2:], views)  # every key back at its view's row
+    for i in range(6):
+        half = perm[:3] if i in perm[:3] else perm[3:]
+        torch.testing.assert_close(back[i, :2], views[i] - views[half].mean(0))
+
+
 def test_lead_term_reads_image_clip_targets(tiny_data):
     split = load_dataset(str(tiny_data)).train
     rng = np.random.default_rng(0)
@@ -295,7 +341,90 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     assert torch.equal(last["moco"]["queue"]["queue"], b["moco"]["queue"]["queue"])
 
 
+def test_online_teacher_sees_the_augmented_view_and_trains(teacher, clip_dir, tiny_data, tmp_path):
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from makd_cli.data.transforms import MEAN, STD
+
+    # encode_views undoes the student's normalisation and applies CLIP's: a 32 x 32 view gives the
+    # embedding the processor path gives for the same picture
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+    view = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])(img)[None]
+    torch.testing.assert_close(teacher.encode_views(view, MEAN, STD), torch.from_numpy(teacher.encode_images([img])),
+                               rtol=1e-4, atol=1e-4)
+    assert teacher.encode_views(nn.functional.interpolate(view, size=16), MEAN, STD).shape == (1, 16)  # resized to 32
+
+    split = load_dataset(str(tiny_data)).train
+    targets = tmp_path / "clip.h5"
+    t = extract_clip_scores(teacher, split, descriptions(), CLASSES, targets, chunk_images=64, num_workers=0, progress=False)
+    assert t.text_embeddings.shape == (3, 16) and read_targets(targets).text_embeddings.shape == (3, 16)
+    hist = train_moco(cfg(tiny_data, tmp_path / "online", method="lead-ssl", targets=str(targets), epochs=3, moco_queue=16,
+                          lr=0.02))["history"]  # defaults: online teacher, text student, reference KL
+    assert all(math.isfinite(r["train_loss"]) and 0 < r["teacher_share"] < 1 and r["teacher_s_per_step"] > 0 for r in hist)
+    assert hist[-1]["train_lead"] < hist[0]["train_lead"]
+    ckpt = load_checkpoint(tmp_path / "online" / "last.pt")
+    term = ckpt["head"]["terms"][0]
+    assert term["teacher"] == f"online {clip_dir}" and term["moco_dim"] == 16 and term["shuffle_bn"] is False
+    with pytest.raises(MakdError, match="names no CLIP model"):
+        plain = confident_targets(tiny_data, tmp_path / "plain.h5")
+        train_moco(cfg(tiny_data, tmp_path / "x", method="lead-ssl", targets=str(plain), moco_queue=16))
+    old = Targets("image_clip", CLASSES, [], t.probs, t.logits, images=t.images, labels=t.labels)  # a version 1 file
+    write_targets(tmp_path / "old.h5", old)
+    with pytest.raises(MakdError, match="holds no description embeddings.*--lead-student head --lead-teacher offline"):
+        train_moco(cfg(tiny_data, tmp_path / "y", method="lead-ssl", targets=str(tmp_path / "old.h5"), moco_queue=16))
+    with pytest.raises(MakdError, match="--lead-kl-weight"):
+        train_moco(cfg(tiny_data, tmp_path / "z", method="lead-ssl", targets=str(targets), aux_weight=2.0))
+
+
+def test_version_1_targets_still_read(tmp_path):
+    import h5py
+
+    split_ids = ["a.png", "b.png"]
+    t = Targets("image_clip", CLASSES, [], np.full((2, 3), 1 / 3), images=split_ids, labels=np.array([0, 2]))
+    write_targets(tmp_path / "t.h5", t)
+    with h5py.File(tmp_path / "t.h5", "a") as f:
+        f.attrs["format_version"] = 1
+    back = read_targets(tmp_path / "t.h5")
+    assert back.text_embeddings is None and back.images == split_ids
+    with pytest.raises(MakdError, match="text_embeddings must be one row per class"):
+        Targets("image_clip", CLASSES, [], np.full((2, 3), 1 / 3), images=split_ids, labels=np.array([0, 2]),
+                text_embeddings=np.ones((2, 4)))
+
+
 # ------------------------------------------------------------------------------------- probe
+def test_retrieval_leave_one_out_known_answer():
+    # five points on the unit circle (angle in degrees, label): cosine order = angle order
+    angles, labels = np.array([0, 10, 30, 90, 55]), np.array([0, 0, 1, 1, 0])
+    x = np.stack([np.cos(np.radians(angles)), np.sin(np.radians(angles))], axis=1)
+    # the others, nearest first: A: B C E D | B: A C E D | C: B E A D | D: E C B A | E: C D B A
+    # relevant at: A 1, 3 | B 1, 3 | C 4 | D 2 | E 3, 4  ->  AP 5/6, 5/6, 1/4, 1/2, 5/12
+    m = retrieval_metrics(x, labels, ks=(1, 2, 5))
+    assert m["rank1"] == pytest.approx(40.0) and m["rank2"] == pytest.approx(60.0) and m["rank5"] == pytest.approx(100.0)
+    assert m["map"] == pytest.approx(100 * (5 / 6 + 5 / 6 + 1 / 4 + 1 / 2 + 5 / 12) / 5)
+    assert retrieval_metrics(x, labels, block=2) == retrieval_metrics(x, labels)  # blocks cut nothing
+
+
+def test_sgd_probe_separates_quickly():
+    rng = np.random.default_rng(0)
+    train_y, test_y = np.repeat(np.arange(4), 16), np.repeat(np.arange(4), 5)
+    centres = np.eye(4, 8) * 3
+    seen = []
+
+    def train_features(epoch):  # fresh "augmentation" noise every epoch, as the probe draws new crops
+        seen.append(epoch)
+        return centres[train_y] + rng.standard_normal((64, 8)) * 0.5, train_y
+
+    test_x = centres[test_y] + rng.standard_normal((20, 8)) * 0.5
+    r = sgd_linear_probe(train_features, test_x, test_y, 4, batch_size=16, epochs=5)
+    assert seen == [1, 2, 3, 4, 5] and r["epochs"] == 5
+    assert r["top1"] == 100.0 and r["top5"] == 100.0 and r["best_top1"] == 100.0 and 1 <= r["best_epoch"] <= 5
+    noise = sgd_linear_probe(lambda e: (rng.standard_normal((64, 8)), train_y), rng.standard_normal((20, 8)), test_y, 4,
+                             batch_size=16, epochs=3)
+    assert noise["top1"] < 70 and noise["best_top1"] >= noise["top1"]
+
+
 def test_retrieval_metrics_known_answer():
     gallery = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     gallery_y = np.array([0, 1, 1, 0])
@@ -343,16 +472,22 @@ def test_cli_lead_pipeline(clip_dir, tmp_path):
     r = runner.invoke(app, ["train", "--method", "lead-ssl", "-o", str(tmp_path / "ssl"), "--moco-queue", "12", "--moco-dim", "8",
                             "--val-fraction", "0", *common])
     assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["eval", str(tmp_path / "ssl"), str(tmp_path / "lead"), "--probe", "--device", "cpu", "--json"])
+    r = runner.invoke(app, ["eval", str(tmp_path / "ssl"), str(tmp_path / "lead"), "--probe", "--probe-epochs", "3",
+                            "--device", "cpu", "--json"])
     assert r.exit_code == 0, r.output
     results = json.loads(r.stdout[r.stdout.index("{"):])["results"]
     assert [x["method"] for x in results] == ["lead-ssl", "lead"]
     for x in results:
         p = x["probe"]
-        assert set(p) >= {"linear_top1", "linear_top5", "rank1", "rank5", "map"}
+        assert set(p) >= {"linear_top1", "linear_top5", "rank1", "rank5", "map", "linear_top1_best"}
+        assert p["probe"] == "sgd" and p["retrieval"] == "test" and p["probe_epochs"] == 3
         assert 0 <= p["linear_top1"] <= p["linear_top5"] <= 100 and 0 <= p["rank1"] <= p["rank5"] <= 100 and 0 < p["map"] <= 100
-    r = runner.invoke(app, ["eval", str(tmp_path / "ssl"), "--probe", "--device", "cpu"])
-    assert r.exit_code == 0 and "R-1" in r.output, r.output
+    r = runner.invoke(app, ["eval", str(tmp_path / "ssl"), "--probe", "quick", "--retrieval", "train-test", "--device", "cpu"])
+    assert r.exit_code == 0 and "R-1" in r.output and "train gallery" in r.output, r.output
+    r = runner.invoke(app, ["eval", "--probe", str(tmp_path / "ssl"), "--probe-epochs", "1", "--device", "cpu", "--json"])
+    assert r.exit_code == 0 and json.loads(r.stdout[r.stdout.index("{"):])["results"][0]["probe"]["probe"] == "sgd", r.output
+    r = runner.invoke(app, ["eval", str(tmp_path / "ssl"), "--probe=fast"])
+    assert isinstance(r.exception, MakdError) and "--probe 'fast': choose one of sgd, quick" in str(r.exception)
     r = runner.invoke(app, ["extract", "--clip", str(tmp_path / "nowhere"), "--questions", str(tmp_path / "d.jsonl"),
                             "--data", str(data), "-o", str(tmp_path / "x.h5")])
     assert isinstance(r.exception, MakdError) and "does not exist" in str(r.exception)  # main() prints it as one line, exit 2

@@ -26,7 +26,9 @@ class EvalConfig:
     targets: str | None = None  # None: the training targets
     split: str = "test"
     device: str = "auto"
-    probe: bool = False  # LEAD's self-supervised protocol too
+    probe: bool | str | None = None  # LEAD's self-supervised protocol too: "sgd" (True) or "quick" (evaluate/probe.py)
+    probe_epochs: int = 100  # --probe sgd: the public code's 100 epochs
+    retrieval: str = "test"  # leave-one-out within the test split; "train-test": test queries, training gallery
     progress: bool = True
 
 
@@ -34,6 +36,13 @@ def run_eval(cfg: EvalConfig) -> dict:
     """``{"results": [one dict per checkpoint], "table": the comparison table (a DataFrame)}``."""
     if cfg.split not in ("test", "train"):
         raise MakdError("--split must be test or train")
+    if cfg.probe:  # before any evaluation: a wrong protocol name is one line at once
+        from makd_cli.evaluate.probe import PROBE_PROTOCOLS, RETRIEVAL_PROTOCOLS
+
+        if cfg.probe is not True and cfg.probe not in PROBE_PROTOCOLS:
+            raise MakdError(f"--probe {cfg.probe!r}: choose one of {', '.join(PROBE_PROTOCOLS)}")
+        if cfg.retrieval not in RETRIEVAL_PROTOCOLS:
+            raise MakdError(f"--retrieval {cfg.retrieval!r}: choose one of {', '.join(RETRIEVAL_PROTOCOLS)}")
     dev = str(resolve_device(cfg.device))
     paths = expand_checkpoints(list(cfg.checkpoints))
     targets = str(cfg.targets) if cfg.targets else None
@@ -42,11 +51,13 @@ def run_eval(cfg: EvalConfig) -> dict:
         for p in paths:
             results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
             advance(info=p.name)
-    if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features (train -> test)
+    if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features
         from makd_cli.evaluate.probe import probe_checkpoint
 
+        protocol = "sgd" if cfg.probe is True else str(cfg.probe)
         with progress_bar("probe", len(paths), cfg.progress) as advance:
             for p, r in zip(paths, results):
-                r["probe"] = probe_checkpoint(str(p), cfg.data, device=dev)
+                r["probe"] = probe_checkpoint(str(p), cfg.data, device=dev, protocol=protocol, epochs=cfg.probe_epochs,
+                                              retrieval=cfg.retrieval)
                 advance(info=p.name)
     return {"results": results, "table": comparison_table(results)}

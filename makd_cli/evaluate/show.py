@@ -66,7 +66,10 @@ def _print_probe(results: list[dict], fmt: str, console) -> None:
         for n, r in zip(names, rows):
             print(f"{n},{r['method']}," + ",".join(f"{r[k]:.4f}" for k, _ in PROBE_COLUMNS))
     else:
-        t = Table(title="linear probe (train -> test) and retrieval (test queries, train gallery), %")
+        how = {r.get("probe", "quick") for r in rows} | {r.get("retrieval", "train-test") for r in rows}
+        probe_words = "SGD probe, last epoch" if "sgd" in how else "logistic-regression probe"
+        ret_words = "test queries, leave-one-out in the test split" if "test" in how else "test queries, train gallery"
+        t = Table(title=f"linear probe (train -> test; {probe_words}) and retrieval ({ret_words}), %")
         for col in ("run", "method", *(h for _, h in PROBE_COLUMNS)):
             t.add_column(col, justify="left" if col in ("run", "method") else "right")
         for n, r in zip(names, rows):
