@@ -1,5 +1,5 @@
-"""The papers' own variants (issue 15): LaViD's Caltech-101 split, Waterbirds with CUB species
-signatures, and MaKD's reference per-image prompt."""
+"""The papers' own variants (issue 15): LaViD's Caltech-101 split and Waterbirds with CUB species
+signatures (MaKD's reference per-image prompt: test_makd_reference_prompt.py)."""
 
 from __future__ import annotations
 
@@ -112,3 +112,4 @@ def test_train_lavid_on_waterbirds_with_cub_targets(tmp_path, monkeypatch):
     rows = torch.cat(seen).reshape(-1, 6)
     species_rows = {tuple(cub.probs[i].reshape(-1).tolist()) for i in (0, 2)}
     assert {tuple(r.tolist()) for r in rows} == species_rows  # 6 outputs per image: a species' Q x M
+

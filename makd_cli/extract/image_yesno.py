@@ -21,6 +21,7 @@ from makd_cli.fileio import sha256_text
 from makd_cli.formats.questions import Question
 from makd_cli.formats.targets import Targets
 from makd_cli.numerics import softmax
+from makd_cli.teachers.base import yesno_layout
 
 def _fingerprint(kind: str, teacher, prompts: list[str], split: Split, chunk_images: int, naive: bool) -> dict:
     return {
@@ -33,16 +34,21 @@ def _fingerprint(kind: str, teacher, prompts: list[str], split: Split, chunk_ima
 def extract_image_yesno(teacher, split: Split, questions: list[Question], out_path, *, classes: list[str],
                         object_word: str = "object", batch_questions: int = 64, chunk_images: int = 32,
                         num_workers: int = 2, resume: bool = True, progress: bool = True, naive: bool = False,
-                        questions_sha256: str | None = None) -> Targets:
+                        questions_sha256: str | None = None, layout: str = "paper") -> Targets:
     """p(yes) of every question for every image of ``split`` (kind ``image_yesno``), written to
     ``out_path`` atomically. ``<object>`` in each question becomes ``object_word`` (one generic word:
-    the teacher must judge the image, not a class name we would leak). Other ranks get the file read back."""
+    the teacher must judge the image, not a class name we would leak). ``layout`` is how the question
+    is put and the answer read (``teachers/base.YESNO_LAYOUTS``: makd's "paper" or "makd-reference").
+    Other ranks get the file read back."""
     if not questions:
         raise MakdError("no questions to ask")
+    lay = yesno_layout(layout)
     texts = [q.instantiate(object_word) for q in questions]
-    prep = teacher.prepare_yesno(texts)
+    prep = teacher.prepare_yesno(texts, layout)
     sha = questions_sha256 or sha256_text(json.dumps([q.to_record() for q in questions], sort_keys=True))
     fp = _fingerprint("image_yesno", teacher, prep.prompts, split, chunk_images, naive)
+    if layout != "paper":  # the answer tokens read differ too (a paper run's fingerprint stays as it was)
+        fp["prompt_layout"] = layout
     res = run_chunks(split, teacher.preprocessor(prep, naive),
                      lambda enc: teacher.yesno_from_encoded(enc, prep, batch_questions), len(texts),
                      out=out_path, fingerprint=fp, chunk_images=chunk_images, num_workers=num_workers,
@@ -56,8 +62,9 @@ def extract_image_yesno(teacher, split: Split, questions: list[Question], out_pa
             kind="image_yesno", classes=list(classes), question_ids=[q.id for q in questions],
             probs=1.0 / (1.0 + np.exp(-logodds.astype(np.float64))), logits=logodds,  # logits: z_yes - z_no
             teacher=f"{teacher.backend}:{teacher.name}", questions_sha256=sha, images=[split.ids[i] for i in ok], labels=split.labels[ok],
-            meta={"source": "mllm", "model": teacher.name, "object_word": object_word, "answer_suffix": " Answer yes or no.",
-                  "yes_token_ids": teacher.yes_ids, "no_token_ids": teacher.no_ids, "answer_aggregation": "logsumexp",
+            meta={"source": "mllm", "model": teacher.name, "object_word": object_word, "prompt_layout": layout,
+                  "answer_suffix": lay.suffix, "yes_token_ids": list(prep.yes_ids), "no_token_ids": list(prep.no_ids),
+                  "answer_aggregation": "logsumexp",
                   "logits": "z_yes - z_no", "naive": naive, "failed_images": report_failures(split, failed, errors, "image_yesno")},
         )
     return finish(out_path, targets)

@@ -78,6 +78,7 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
                         + (f" (got {', '.join(chosen)})" if chosen else ""))
     if labels not in ("digits", "letters"):
         raise MakdError("--labels must be digits or letters")
+    _check_layout(prompt_layout, chosen[0], kind)
     if classes is not None and data is not None:
         raise MakdError("give the classes one way: --classes FILE or --data DATASET (its classes), not both")
     if mmproj is not None and mllm is None:
@@ -89,7 +90,8 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
     if mllm is not None:
         return _run_mllm(mllm, output=output, questions=questions, data=data, kind=kind, split=split, object_word=object_word,
                          trust_remote_code=trust_remote_code, batch_questions=batch_questions, workers=workers,
-                         device=device, restart=restart, progress=progress, mmproj=mmproj, threads=threads)
+                         device=device, restart=restart, progress=progress, mmproj=mmproj, threads=threads,
+                         prompt_layout=prompt_layout)
     if clip is not None:
         return _run_clip(clip, output=output, questions=questions, data=data, split=split, workers=workers, device=device,
                          restart=restart, progress=progress)
@@ -97,11 +99,9 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
         raise MakdError("--llm needs --questions (a file from `makd gen-questions`)")
     qs = read_questions(questions)
     class_names = _class_list(classes, data)
-    from makd_cli.extract.class_options import LAYOUTS, extract_class_answers
+    from makd_cli.extract.class_options import extract_class_answers
     from makd_cli.teachers.registry import load_llm
 
-    if prompt_layout not in LAYOUTS:
-        raise MakdError(f"--prompt-layout {prompt_layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
     model = load_llm(llm, backend, threads=threads, seed=seed, api_base=api_base, **(backend_options or {}))
     units = len(qs) if prompt_layout == "class-last" else len(class_names)
     with progress_bar(f"extract ({prompt_layout})", units, progress) as advance:
@@ -112,9 +112,25 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
     return {**summary, "output": str(output), "teacher": model.name}
 
 
+def _check_layout(layout: str, teacher_flag: str, kind: str) -> None:
+    """--prompt-layout must be one the chosen teacher asks with: --llm the per-class layouts, --mllm
+    --kind yesno the per-image yes/no ones; the other teachers have one prompt ("paper")."""
+    from makd_cli.extract.class_options import LAYOUTS
+    from makd_cli.teachers.base import YESNO_LAYOUTS
+
+    fits = {"--llm": tuple(LAYOUTS), "--mllm": tuple(YESNO_LAYOUTS) if kind == "yesno" else ("paper",)}.get(teacher_flag, ("paper",))
+    if layout in fits:
+        return
+    known = tuple(LAYOUTS) + tuple(k for k in YESNO_LAYOUTS if k not in LAYOUTS)
+    if layout not in known:
+        raise MakdError(f"--prompt-layout {layout!r} is unknown; choose {' or '.join(known)}")
+    mode = teacher_flag + (f" --kind {kind}" if teacher_flag == "--mllm" else "")
+    raise MakdError(f"--prompt-layout {layout} does not fit {mode}; it takes {' or '.join(fits)}")
+
+
 def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | None, kind: str, split: str, object_word: str,
               trust_remote_code: bool, batch_questions: int, workers: int, device: str | None, restart: bool, progress: bool,
-              mmproj: Path | None = None, threads: int | None = None) -> dict:
+              mmproj: Path | None = None, threads: int | None = None, prompt_layout: str = "paper") -> dict:
     """MaKD's multimodal teacher: p(yes) per image and question, or zero-shot class scores. A ``.gguf``
     MODEL with ``--mmproj`` runs on llama.cpp (CPU); anything else on transformers."""
     import time
@@ -144,7 +160,7 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
     if kind == "yesno":
         t = extract_image_yesno(teacher, part, qs, output, classes=list(ds.classes), object_word=object_word,
                                 batch_questions=batch_questions, num_workers=workers, resume=not restart,
-                                progress=progress, questions_sha256=sha256_file(questions))
+                                progress=progress, questions_sha256=sha256_file(questions), layout=prompt_layout)
     else:
         t = zero_shot_scores(teacher, part, list(ds.classes), output, num_workers=workers, resume=not restart, progress=progress)
     seconds = time.time() - t0

@@ -7,6 +7,8 @@ llama.cpp with an mmproj, InternVL's remote code); ``extract/image_yesno.py`` us
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from makd_cli.errors import MakdError
@@ -51,6 +53,31 @@ class LanguageModel:
         return ids
 
 
+@dataclass(frozen=True)
+class YesNoLayout:
+    """How ``makd extract --mllm --prompt-layout`` asks a yes/no question about an image and reads the answer."""
+
+    suffix: str  # appended to every question
+    yes: tuple[str, ...]  # answer spellings whose single tokens count as "yes" (their probabilities summed)
+    no: tuple[str, ...]
+    vocab_lookup: bool  # the spellings are vocabulary entries (the reference's convert_tokens_to_ids), not texts to encode
+
+
+YESNO_LAYOUTS = {
+    # makd's default: ask for the answer, and count every single-token spelling a template may lead to.
+    "paper": YesNoLayout(" Answer yes or no.", ("Yes", "yes", " Yes", " yes"), ("No", "no", " No", " no"), False),
+    # MaKD's reference (internvl_logits/*make_makd_logits_json.py): "<image>\n" + the question, nothing
+    # appended, and softmax over the logits of the vocabulary entries "Yes" and "No" alone.
+    "makd-reference": YesNoLayout("", ("Yes",), ("No",), True),
+}
+
+
+def yesno_layout(name: str) -> YesNoLayout:
+    if name not in YESNO_LAYOUTS:
+        raise MakdError(f"--prompt-layout {name!r} does not fit --mllm; choose {' or '.join(YESNO_LAYOUTS)}")
+    return YESNO_LAYOUTS[name]
+
+
 class MultimodalTeacher:
     """An image-text model answering questions about one image at a time, from one cached image prefix.
 
@@ -64,12 +91,13 @@ class MultimodalTeacher:
     yes_ids: list[int] = []
     no_ids: list[int] = []
 
-    def prepare_yesno(self, questions: list[str]): ...
+    def prepare_yesno(self, questions: list[str], layout: str = "paper"): ...
     def prepare_answers(self, question: str, answers: list[str]): ...
     def preprocessor(self, prep, naive: bool = False): ...
     def yesno_from_encoded(self, enc: dict, prep, batch_questions: int = 64) -> np.ndarray: ...
     def answer_logliks_from_encoded(self, enc: dict, prep, batch_answers: int = 32) -> np.ndarray: ...
-    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False) -> np.ndarray: ...
+    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False,
+                      layout: str = "paper") -> np.ndarray: ...
 
     def close(self) -> None:
         """Free native resources (llama.cpp); the transformers teachers need nothing."""

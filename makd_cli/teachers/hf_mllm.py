@@ -2,6 +2,8 @@
 
 For every image and aspect question the model sees its chat prompt (image, question + " Answer yes or
 no.", generation prompt) and we read the first answer token's logits: q = softmax(z_yes, z_no)[yes].
+``layout="makd-reference"`` asks the question with nothing appended and reads the vocabulary entries
+"Yes" and "No" alone, as MaKD's reference code does (``teachers/base.YESNO_LAYOUTS``).
 
 Speed: every prompt of one image shares everything up to and including the image tokens, so the
 vision encoder and that prefix run once, and the Q question suffixes run as one padded batch against
@@ -16,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import inspect
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,7 @@ from PIL import Image
 
 from makd_cli.device import default_device
 from makd_cli.errors import MakdError
-from makd_cli.teachers.base import MultimodalTeacher, common_prefix_len
+from makd_cli.teachers.base import YESNO_LAYOUTS, MultimodalTeacher, YesNoLayout, common_prefix_len, yesno_layout
 from makd_cli.teachers.models import may_download
 
 ALIASES = {
@@ -45,10 +47,8 @@ ALIASES = {
     "qwen2-vl-7b": "Qwen/Qwen2-VL-7B-Instruct",
     "smolvlm": "HuggingFaceTB/SmolVLM-Instruct",
 }
-YESNO_SUFFIX = " Answer yes or no."
+YESNO_SUFFIX = YESNO_LAYOUTS["paper"].suffix
 ZERO_SHOT_QUESTION = "What is in this image? Answer with the class name."
-_YES = ("Yes", "yes", " Yes", " yes")
-_NO = ("No", "no", " No", " no")
 # Word-start markers of byte-level BPE (GPT-2, Qwen) and SentencePiece (Llama) vocabularies.
 _SPACE_MARKS = ("Ġ", "▁")
 
@@ -88,6 +88,8 @@ class Prepared:
     token_ids: list[list[int]]  # the image placeholder unexpanded, as the processor's tokenizer writes it
     cut: int  # leading text tokens shared by every prompt (they go into the cached prefix)
     checked: bool = False  # _check_splicing passed (run lazily: the naive path does not need it)
+    yes_ids: list[int] = field(default_factory=list)  # yes/no questions: the answer tokens read (log-sum-exp each)
+    no_ids: list[int] = field(default_factory=list)
 
 
 class ImagePreprocessor:
@@ -113,10 +115,7 @@ class HFMultimodalTeacher(MultimodalTeacher):
         self.name = name
         self.device = next(model.parameters()).device
         self.dtype = next(model.parameters()).dtype
-        self.yes_ids = answer_token_ids(self.tokenizer, _YES)
-        self.no_ids = answer_token_ids(self.tokenizer, _NO)
-        if not self.yes_ids or not self.no_ids:
-            raise MakdError(f"model {name}: its tokenizer has no single-token 'Yes'/'No'; it cannot answer yes/no questions here")
+        self.yes_ids, self.no_ids = self.answer_ids(YESNO_LAYOUTS["paper"])
         self._keep_arg = "logits_to_keep" in inspect.signature(model.forward).parameters
         self._pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
         self._prepared: dict[tuple, Prepared] = {}
@@ -139,8 +138,20 @@ class HFMultimodalTeacher(MultimodalTeacher):
             return done
         return text + ("" if text[-1:].isspace() else " ") + answer
 
-    def prepare(self, prompts: list[str], max_cut: int | None = None) -> Prepared:
-        key = (tuple(prompts), max_cut)
+    def answer_ids(self, layout: YesNoLayout) -> tuple[list[int], list[int]]:
+        """The yes and the no token ids a layout reads: single-token spellings, or vocabulary entries."""
+        if layout.vocab_lookup:
+            vocab = self.tokenizer.get_vocab()
+            yes, no = ([vocab[w] for w in words if w in vocab] for words in (layout.yes, layout.no))
+        else:
+            yes, no = answer_token_ids(self.tokenizer, layout.yes), answer_token_ids(self.tokenizer, layout.no)
+        if not yes or not no:
+            raise MakdError(f"model {self.name}: its tokenizer has no single-token {'/'.join(layout.yes + layout.no)}; "
+                            "it cannot answer yes/no questions here")
+        return yes, no
+
+    def prepare(self, prompts: list[str], max_cut: int | None = None, answers=((), ())) -> Prepared:
+        key = (tuple(prompts), max_cut, answers)
         if key not in self._prepared:
             ids = [self.tokenizer(p)["input_ids"] for p in prompts]
             cut = min(len(t) for t in ids) - 1  # every suffix keeps at least one token
@@ -148,7 +159,7 @@ class HFMultimodalTeacher(MultimodalTeacher):
                 cut = min(cut, common_prefix_len(ids[0], t))
             if max_cut is not None:
                 cut = min(cut, max_cut)
-            self._prepared[key] = Prepared(list(prompts), ids, cut)
+            self._prepared[key] = Prepared(list(prompts), ids, cut, yes_ids=list(answers[0]), no_ids=list(answers[1]))
         return self._prepared[key]
 
     def _check_splicing(self, prep: Prepared) -> None:
@@ -165,8 +176,10 @@ class HFMultimodalTeacher(MultimodalTeacher):
                                 "cannot reproduce; use the naive path (one forward per question)")
         prep.checked = True
 
-    def prepare_yesno(self, questions: list[str]) -> Prepared:
-        return self.prepare([self.prompt(q + YESNO_SUFFIX) for q in questions])
+    def prepare_yesno(self, questions: list[str], layout: str = "paper") -> Prepared:
+        lay = yesno_layout(layout)
+        yes, no = self.answer_ids(lay)
+        return self.prepare([self.prompt(q + lay.suffix) for q in questions], answers=(tuple(yes), tuple(no)))
 
     def prepare_answers(self, question: str, answers: list[str]) -> Prepared:
         # The cached prefix stops at the end of the question prompt so that every answer token,
@@ -260,13 +273,14 @@ class HFMultimodalTeacher(MultimodalTeacher):
         )
         return out.logits[:, -1].float() if last_only else out.logits.float()
 
-    def _yesno(self, last: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _yesno(last: torch.Tensor, prep: Prepared) -> torch.Tensor:
         # z_yes = logsumexp over the single-token spellings of "yes" (same for "no"): a model may
         # answer "Yes" or "yes" or " Yes" depending on its template, and summing the
         # probabilities of all spellings counts them as one answer; when one spelling dominates
-        # this equals the paper's single-token logit.
-        z_yes = torch.logsumexp(last[..., self.yes_ids], dim=-1)
-        z_no = torch.logsumexp(last[..., self.no_ids], dim=-1)
+        # this equals the paper's single-token logit (makd-reference reads that one token alone).
+        z_yes = torch.logsumexp(last[..., prep.yes_ids], dim=-1)
+        z_no = torch.logsumexp(last[..., prep.no_ids], dim=-1)
         return z_yes - z_no
 
     @torch.inference_mode()
@@ -281,7 +295,7 @@ class HFMultimodalTeacher(MultimodalTeacher):
         for lo in range(0, len(order), batch_questions):
             idx = order[lo : lo + batch_questions]
             last = self._suffix(cache, P, delta, [suffixes[i] for i in idx], last_only=True)
-            out[idx] = self._yesno(last).cpu().numpy()
+            out[idx] = self._yesno(last, prep).cpu().numpy()
         return out
 
     @torch.inference_mode()
@@ -290,12 +304,13 @@ class HFMultimodalTeacher(MultimodalTeacher):
         out = []
         for p in prep.prompts:
             enc = self._to_device(dict(self.processor(text=[p], images=[image], return_tensors="pt")))
-            out.append(self._yesno(self._forward(True, **enc).logits[0, -1].float()).item())
+            out.append(self._yesno(self._forward(True, **enc).logits[0, -1].float(), prep).item())
         return np.asarray(out, dtype=np.float32)
 
-    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False) -> np.ndarray:
+    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False,
+                      layout: str = "paper") -> np.ndarray:
         """Convenience for one PIL image and plain question texts."""
-        prep = self.prepare_yesno(questions)
+        prep = self.prepare_yesno(questions, layout)
         return self.yesno_from_encoded(self.preprocessor(prep, naive)(image), prep, batch_questions)
 
     @torch.inference_mode()

@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from makd_cli.errors import MakdError
-from makd_cli.teachers.hf_mllm import YESNO_SUFFIX, HFMultimodalTeacher, Prepared
+from makd_cli.teachers.hf_mllm import HFMultimodalTeacher, Prepared
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 PLACEHOLDER = IMG_START + IMG_CONTEXT + IMG_END  # the image in a prompt before expansion to its tiles
@@ -169,7 +169,9 @@ class InternVLChatTeacher(HFMultimodalTeacher):
 
     # ---- prompts -------------------------------------------------------------------------------
     def prompt(self, user_text: str, answer: str | None = None) -> str:
-        """The model.chat prompt with the unexpanded image placeholder (expanded per image)."""
+        """The model.chat prompt with the unexpanded image placeholder (expanded per image). With
+        ``prepare_yesno(..., "makd-reference")`` the user text is the bare question: the prompt MaKD's
+        reference code builds with ``model.chat(tokenizer, pixel_values, "<image>\\n" + question)``."""
         def render(ans):
             conv = conversation_template(self.chat_model)
             conv.append_message(conv.roles[0], "<image>\n" + user_text)
@@ -183,9 +185,6 @@ class InternVLChatTeacher(HFMultimodalTeacher):
         if done.startswith(text) and answer in done[len(text):]:
             return done
         return text + answer
-
-    def prepare_yesno(self, questions: list[str]) -> Prepared:
-        return self.prepare([self.prompt(q + YESNO_SUFFIX) for q in questions])
 
     def _check_splicing(self, prep: Prepared) -> None:
         """The tokenizer must write the expanded prompt as the placeholder's ids with the context token
@@ -245,7 +244,7 @@ class InternVLChatTeacher(HFMultimodalTeacher):
         out = []
         for p in prep.prompts:
             _, emb = self._full(image, p)
-            out.append(self._yesno(self._forward(True, inputs_embeds=emb).logits[0, -1].float()).item())
+            out.append(self._yesno(self._forward(True, inputs_embeds=emb).logits[0, -1].float(), prep).item())
         return np.asarray(out, dtype=np.float32)
 
     @torch.inference_mode()

@@ -23,18 +23,15 @@ from __future__ import annotations
 
 import ctypes
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from makd_cli.errors import MakdError
-from makd_cli.teachers.base import MultimodalTeacher
+from makd_cli.teachers.base import YESNO_LAYOUTS, MultimodalTeacher, YesNoLayout, yesno_layout
 from makd_cli.teachers.models import GGUF_ALIASES, is_gguf
 
-YESNO_SUFFIX = " Answer yes or no."  # the same prompt text as the transformers teacher
-_YES = ("Yes", "yes", " Yes", " yes")
-_NO = ("No", "no", " No", " no")
 _TEXT, _IMAGE = 0, 1  # MTMD_INPUT_CHUNK_TYPE_*
 
 
@@ -70,6 +67,8 @@ class LlamaPrepared:
     pre: list[int]  # text tokens before the image (shared by every prompt)
     post: list[list[int]]  # each prompt's text tokens after the image
     cut: int  # leading post-image tokens shared by every prompt (they go into the cached prefix)
+    yes_ids: list[int] = field(default_factory=list)  # yes/no questions: the answer tokens read (log-sum-exp each)
+    no_ids: list[int] = field(default_factory=list)
 
 
 class RGBPreprocessor:
@@ -143,10 +142,8 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
         self.name = f"{self.lm.name}+{mmproj.name}"
         self.dtype = "gguf"
         self.n_vocab = self.llm.n_vocab()
-        self.yes_ids = self._answer_ids(_YES)
-        self.no_ids = self._answer_ids(_NO)
-        if not self.yes_ids or not self.no_ids:
-            raise MakdError(f"model {self.lm.name}: its vocabulary has no single-token 'Yes'/'No'; it cannot answer yes/no questions here")
+        self._vocab: dict[str, int] | None = None  # token text -> id, built on first vocab lookup
+        self.yes_ids, self.no_ids = self.answer_ids(YESNO_LAYOUTS["paper"])
         vocab = self.llm._model
         self._bos_text = vocab.token_get_text(self.llm.token_bos()) if self.llm.token_bos() >= 0 else None
         self._prepared: dict[tuple, LlamaPrepared] = {}
@@ -156,13 +153,34 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
     def close(self) -> None:
         self.llm.close()
 
-    def _answer_ids(self, words) -> list[int]:
-        ids: list[int] = []
-        for w in words:
-            enc = self.lm.tokenize_plain(w)
-            if len(enc) == 1 and enc[0] not in ids:
-                ids.append(enc[0])
-        return ids
+    def answer_ids(self, layout: YesNoLayout) -> tuple[list[int], list[int]]:
+        """The yes and the no token ids a layout reads: single-token spellings, or vocabulary entries
+        (the token whose text is exactly "Yes", as transformers' convert_tokens_to_ids finds it)."""
+        def ids_of(words) -> list[int]:
+            ids: list[int] = []
+            for w in words:
+                if layout.vocab_lookup:
+                    found = self._vocab_id(w)
+                    enc = [] if found is None else [found]
+                else:
+                    enc = self.lm.tokenize_plain(w)
+                if len(enc) == 1 and enc[0] not in ids:
+                    ids.append(enc[0])
+            return ids
+
+        yes, no = ids_of(layout.yes), ids_of(layout.no)
+        if not yes or not no:
+            raise MakdError(f"model {self.lm.name}: its vocabulary has no single-token {'/'.join(layout.yes + layout.no)}; "
+                            "it cannot answer yes/no questions here")
+        return yes, no
+
+    def _vocab_id(self, text: str) -> int | None:
+        if self._vocab is None:
+            model = self.llm._model
+            self._vocab = {}
+            for i in range(self.n_vocab):
+                self._vocab.setdefault(model.token_get_text(i), i)
+        return self._vocab.get(text)
 
     # ---- prompts -------------------------------------------------------------------------------
     def prompt(self, user_text: str, answer: str | None = None) -> str:
@@ -241,8 +259,8 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
             self.mtmd.mtmd_input_chunks_free(chunks)
         return pre, post
 
-    def prepare(self, prompts: list[str], max_cut: int | None = None) -> LlamaPrepared:
-        key = (tuple(prompts), max_cut)
+    def prepare(self, prompts: list[str], max_cut: int | None = None, answers=((), ())) -> LlamaPrepared:
+        key = (tuple(prompts), max_cut, answers)
         if key not in self._prepared:
             pres, posts = zip(*(self._structure(p) for p in prompts))
             if any(p != pres[0] for p in pres[1:]):
@@ -257,11 +275,14 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
                 cut = n
             if max_cut is not None:
                 cut = min(cut, max_cut)
-            self._prepared[key] = LlamaPrepared(list(prompts), list(pres[0]), [list(p) for p in posts], cut)
+            self._prepared[key] = LlamaPrepared(list(prompts), list(pres[0]), [list(p) for p in posts], cut,
+                                                yes_ids=list(answers[0]), no_ids=list(answers[1]))
         return self._prepared[key]
 
-    def prepare_yesno(self, questions: list[str]) -> LlamaPrepared:
-        return self.prepare([self.prompt(q + YESNO_SUFFIX) for q in questions])
+    def prepare_yesno(self, questions: list[str], layout: str = "paper") -> LlamaPrepared:
+        lay = yesno_layout(layout)
+        yes, no = self.answer_ids(lay)
+        return self.prepare([self.prompt(q + lay.suffix) for q in questions], answers=(tuple(yes), tuple(no)))
 
     def prepare_answers(self, question: str, answers: list[str]) -> LlamaPrepared:
         # The cached prefix stops at the end of the question prompt so that every answer token,
@@ -341,12 +362,13 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
         P, _ = self._prefix(enc["rgb"], prep)
         out = np.zeros(len(prep.post), dtype=np.float32)
         for i, post in enumerate(prep.post):  # each suffix replaces the previous one after position P
-            out[i] = self._yesno(self._decode(post[prep.cut :], P))
+            out[i] = self._yesno(self._decode(post[prep.cut :], P), prep)
         return out
 
-    def _yesno(self, last: np.ndarray) -> float:
+    @staticmethod
+    def _yesno(last: np.ndarray, prep: LlamaPrepared) -> float:
         # Spellings summed as probabilities: logsumexp of their logits (see hf_mllm._yesno).
-        return float(np.logaddexp.reduce(last[self.yes_ids]) - np.logaddexp.reduce(last[self.no_ids]))
+        return float(np.logaddexp.reduce(last[prep.yes_ids]) - np.logaddexp.reduce(last[prep.no_ids]))
 
     def yesno_naive(self, image, prep: LlamaPrepared) -> np.ndarray:
         """The reference loop: every prompt evaluated from an empty cache by mtmd's own helper,
@@ -367,12 +389,13 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
                 last = np.ctypeslib.as_array(self.llm._ctx.get_logits_ith(-1), shape=(self.n_vocab,)).astype(np.float64)
             finally:
                 m.mtmd_input_chunks_free(chunks)
-            out.append(self._yesno(last))
+            out.append(self._yesno(last, prep))
         return np.asarray(out, dtype=np.float32)
 
-    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False) -> np.ndarray:
+    def yesno_logodds(self, image, questions: list[str], batch_questions: int = 64, naive: bool = False,
+                      layout: str = "paper") -> np.ndarray:
         """Convenience for one PIL image and plain question texts."""
-        prep = self.prepare_yesno(questions)
+        prep = self.prepare_yesno(questions, layout)
         return self.yesno_from_encoded(self.preprocessor(prep, naive)(image), prep, batch_questions)
 
     # ---- zero-shot class scores ----------------------------------------------------------------
