@@ -122,7 +122,8 @@ def extract(
     backend: str = typer.Option("llama.cpp", help="Backend of --llm: llama.cpp | hf | openai."),
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for --backend openai (key from $OPENAI_API_KEY)."),
     prompt_layout: str = typer.Option("paper", help="paper: class name inside the question; class-last: question first, class last (faster, see docs); "
-                                                          "lavid-reference: LaViD's reference prompt and bare label tokens (docs/reproducing.md)."),
+                                                          "lavid-reference: LaViD's reference prompt and bare label tokens; "
+                                                          "makd-reference (--mllm): MaKD's reference prompt, no \" Answer yes or no.\" (docs/reproducing.md)."),
     labels: str = typer.Option("digits", help="Option labels: digits (1..M, the reference code's default) or letters (A..)."),
     temperature: float = typer.Option(1.0, help="Softmax temperature over the option logits."),
     kind: str = typer.Option("yesno", "--kind", help="--mllm: yesno (per-image aspect targets) or zero_shot (class scores: the papers' MLLM row, a KD teacher)."),
