@@ -528,3 +528,40 @@ def test_torchrun_two_ranks_equal_one(clip_dir, tiny_data, tmp_path):
     np.testing.assert_array_equal(a.entropy, b.entropy)
     assert a.images == b.images and a.meta == b.meta
     assert not Path(str(two) + ".partial").exists()
+
+
+LEAD_SSL_SCRIPT = """
+import json, sys
+from makd_cli.train import TrainConfig
+from makd_cli.train.moco import train_moco
+data, targets, out = sys.argv[1:4]
+r = train_moco(TrainConfig(data=data, out=out, method="lead-ssl", targets=targets, student="small_cnn", epochs=2, batch_size=8,
+                           lr=0.05, quiet=True, image_size=16, moco_queue=12, workers=0, device="cpu",
+                           extra={"lead_teacher": "offline"}))
+print(json.dumps([h["train_loss"] for h in r["history"]]))
+"""
+
+
+@pytest.mark.slow
+def test_lead_ssl_two_processes_shuffle_bn(tiny_data, tmp_path):
+    """torchrun, 2 processes (gloo): DDP, keys from a batch shuffled across the processes, one queue."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    script = tmp_path / "ssl.py"
+    script.write_text(LEAD_SSL_SCRIPT)
+    targets = confident_targets(tiny_data, tmp_path / "t.h5")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script),
+                           str(tiny_data), str(targets), str(tmp_path / "two")], env=env, check=True, timeout=300,
+                          capture_output=True, text=True)
+    losses = json.loads(done.stdout.strip().splitlines()[-1])
+    assert len(losses) == 2 and all(math.isfinite(x) for x in losses)
+    last = load_checkpoint(tmp_path / "two" / "last.pt")
+    term = last["head"]["terms"][0]
+    assert term["shuffle_bn"] is True and term["processes"] == 2
+    # each step queued the keys of both processes: 2 epochs x 4 steps x 8 keys = 64 rows through a 12-row ring
+    # (a process queueing only its own 4 keys a step would stand at 32 % 12 = 8)
+    assert int(last["moco"]["queue"]["ptr"]) == (2 * 4 * 8) % 12
