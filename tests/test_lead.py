@@ -565,3 +565,19 @@ def test_lead_ssl_two_processes_shuffle_bn(tiny_data, tmp_path):
     # each step queued the keys of both processes: 2 epochs x 4 steps x 8 keys = 64 rows through a 12-row ring
     # (a process queueing only its own 4 keys a step would stand at 32 % 12 = 8)
     assert int(last["moco"]["queue"]["ptr"]) == (2 * 4 * 8) % 12
+
+
+def test_lead_example_makefile_dry_run(tmp_path):
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "lead"
+    run = subprocess.run(["make", "-n", "-C", str(folder), f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}"], capture_output=True,
+                         text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    text = run.stdout
+    assert "--kind description" in text and f"extract --clip clip-b16 --questions {tmp_path / 'w'}/descriptions.jsonl" in text
+    assert text.count("--method lead-ssl") == 2 and "--student resnet50 --pretrained cache" in text  # MoCo v2 and LEAD
+    assert "--epochs 100 -b 64" in text and "--probe" in text and "torchrun" not in text
+    two = subprocess.run(["make", "-n", "-C", str(folder), f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}", "NPROC=2"],
+                         capture_output=True, text=True, timeout=60).stdout
+    assert "torchrun --standalone --nproc_per_node 2 --no-python" in two
