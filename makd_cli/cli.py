@@ -189,6 +189,10 @@ def train(
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
     train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split)."),
+    select_by: str = typer.Option("val", "--select-by", help="Which epoch best.pt holds: val (best validation top-1, the default), or the papers' "
+                                  "protocols, which read the test split: test-loss (LaViD: lowest test CE) or test-acc (MaKD: best test top-1)."),
+    select_every: Optional[int] = typer.Option(None, "--select-every", min=1, help="Epochs between checks for best.pt (default: 5 for test-loss as "
+                                               "LaViD's reference, else 1; the last epoch is always checked)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input side length (default: native size up to 64 px, else 224)."),
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache) or a local .pth/.safetensors file."),
     seed: int = typer.Option(0),
@@ -216,7 +220,7 @@ def train(
         batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
         milestones=_milestones(milestones), aux_weight=aux_weight,
         control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
-        train_fraction=train_fraction, val_fraction=val_fraction, image_size=image_size,
+        train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
         resume=resume, quiet=quiet or as_json, extra=plugin_options(),
     )
@@ -224,6 +228,12 @@ def train(
 
     def render():
         for r in results:
+            sel = r.get("selection") or {}
+            if sel.get("split") == "test":  # the papers' protocols: say that the test split chose it
+                what = "test CE" if sel["metric"] == "test_loss" else "test top-1"
+                out.print(f"{r['out']}: best.pt is epoch {sel['epoch']} of {r['epochs']}, {what} {sel['value']:.4g} "
+                          f"(--select-by {sel['by']}: chosen on the test split, the papers' protocol)")
+                continue
             out.print(f"{r['out']}: best validation top-1 {r['best_val_top1']:.2f}% after {r['epochs']} epochs "
                       f"({r['split']['train']} train / {r['split']['val']} val images)")
 
@@ -267,15 +277,23 @@ def eval_(
     probe_epochs: int = typer.Option(100, "--probe-epochs", min=1, help="--probe sgd: epochs (the public code's 100)."),
     retrieval: str = typer.Option("test", "--retrieval", help="--probe: test (the public code: leave-one-out within the test split) "
                                                               "or train-test (test queries, training gallery)."),
+    side_by_side: bool = typer.Option(False, "--side-by-side", help="Markdown reproduction table: one row per run setting, one top-1 column "
+                                      "per checkpoint protocol (val, and the papers' test-split choices), and --paper numbers."),
+    paper: List[str] = typer.Option([], "--paper", help="RUN=NUMBER, the paper's figure for a run (a method, or METHOD.CONTROL); "
+                                    "repeatable; implies --side-by-side."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import EvalConfig, run_eval
     from makd_cli.evaluate.show import show_eval
 
+    from makd_cli.evaluate.protocols import parse_paper
+
+    paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
     found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
                                 split=split, device=device, probe=probe, probe_epochs=probe_epochs, retrieval=retrieval,
                                 progress=not as_json))
-    show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out)
+    show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out,
+              side_by_side=side_by_side, paper=paper_numbers)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from makd_cli.data.transforms import eval_transform
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import classification_metrics
 from makd_cli.evaluate.predict import predict
+from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.students import student_from_checkpoint
@@ -93,15 +94,17 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
     return {
         "checkpoint": str(path), "data": data, "split": split, "student": ckpt["arch"], "method": cfg["method"],
         "control": cfg.get("control"), "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
-        "train_per_class": cfg.get("per_class"), **metrics, "aspect_agreement": agreement,
+        "train_per_class": cfg.get("per_class"), "selected_by": protocol_label(ckpt), "selection": ckpt.get("selection"),
+        **metrics, "aspect_agreement": agreement,
         "settings": run_settings(ckpt), "unreadable_images": pred.get("unreadable"),
     }
 
 
-GROUP_KEYS = ["data", "student", "method", "control", "train_per_class", "epochs"]
+# selected_by: the checkpoint protocol (--select-by); runs chosen on the test split are never averaged with others.
+GROUP_KEYS = ["data", "student", "method", "control", "train_per_class", "epochs", "selected_by"]
 # Settings that do not change what a run learns (or are the seed, which aggregation is over).
 NOT_A_SETTING = {"seed", "out", "resume", "quiet", "workers", "device", "compile", "data", "student", "method", "control",
-                 "per_class", "epochs"}
+                 "per_class", "epochs", "select_by", "select_every"}
 
 
 def run_settings(ckpt: dict) -> dict:
@@ -137,6 +140,7 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["control"] = df["control"].fillna("-")
     df["train_per_class"] = df["train_per_class"].fillna("all")
+    df["selected_by"] = df["selected_by"].fillna("val")
     metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae") if c in df]
     grouped = df.groupby(GROUP_KEYS + differ, sort=False, dropna=False)
     table = grouped[metrics].mean()
@@ -188,13 +192,17 @@ PREDICTION_CACHE_VERSION = 1
 
 
 def format_markdown(table: pd.DataFrame) -> str:
-    cols = [c for c in GROUP_KEYS if table[c].nunique() > 1 or c == "method"] + list(table.attrs.get("differ", []))
+    # The method and the checkpoint protocol always; the other keys where the runs differ.
+    cols = [c for c in GROUP_KEYS if table[c].nunique() > 1 or c in ("method", "selected_by")] + list(table.attrs.get("differ", []))
     metrics = [("top1", "top-1"), ("top5", "top-5"), ("mean_per_class", "per-class")]
     if "worst_group" in table:
         metrics.append(("worst_group", "worst group"))
-    lines = ["| " + " | ".join(cols + ["runs"] + [m[1] for m in metrics]) + " |", "|" + "---|" * (len(cols) + 1 + len(metrics))]
+    names = [c.replace("selected_by", "protocol") for c in cols]
+    lines = ["| " + " | ".join(names + ["runs"] + [m[1] for m in metrics]) + " |", "|" + "---|" * (len(cols) + 1 + len(metrics))]
     for _, r in table.iterrows():
         def cell(name: str) -> str:
             return f"{r[name]:.2f}" + (f" ± {r[name + '_std']:.2f}" if r["runs"] > 1 else "")
         lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"]))] + [cell(m[0]) for m in metrics]) + " |")
+    if table["selected_by"].str.contains(TEST_MARK).any():
+        lines += ["", TEST_NOTE + "."]
     return "\n".join(lines)

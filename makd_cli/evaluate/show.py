@@ -9,10 +9,12 @@ from pathlib import Path
 from rich.table import Table
 
 from makd_cli.data.transforms import unreadable_note
+from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, side_by_side_markdown
 from makd_cli.evaluate.report import format_markdown
 
 
-def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool, as_json: bool, console) -> None:
+def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool, as_json: bool, console,
+              side_by_side: bool = False, paper: dict | None = None) -> None:
     results, table = found["results"], found["table"]
     for r in results:  # on stderr, so --json and csv output stay clean
         if r.get("unreadable_images"):
@@ -20,18 +22,24 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
     if as_json:
         print(json.dumps({"results": results, "table": table.to_dict(orient="records")}, indent=1, default=str))
         return
-    if fmt == "markdown":
+    if side_by_side or paper:  # the reproduction table: protocols side by side, the paper's number last
+        print(side_by_side_markdown(table, paper))
+    elif fmt == "markdown":
         print(format_markdown(table))
     elif fmt == "csv":
         print(table.to_csv(index=False), end="")
     else:
-        t = Table(title=f"{split} accuracy (%)")
+        marked = table["selected_by"].str.contains(TEST_MARK).any()
+        t = Table(title=f"{split} accuracy (%)", caption=TEST_NOTE if marked else None)
         differ = list(table.attrs.get("differ", []))  # settings that differ between runs: each value its own row
-        for col in ("method", "control", "student", *differ, "runs", "top-1", "top-5", "per-class"):
-            t.add_column(col, justify="right" if col not in ("method", "control", "student", *differ) else "left")
+        left = ("method", "control", "student", "protocol", *differ)
+        for col in ("method", "control", "student", "protocol", *differ, "runs", "top-1", "top-5", "per-class"):
+            # the protocol (--select-by) wraps rather than losing its mark (the test split chose the checkpoint)
+            t.add_column(col, justify="left" if col in left else "right", overflow="fold" if col == "protocol" else "ellipsis")
         for _, r in table.iterrows():
             pm = lambda k: f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["runs"] > 1 else "")  # noqa: E731
-            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), *(str(r[k]) for k in differ), str(int(r["runs"])),
+            t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), str(r["selected_by"]), *(str(r[k]) for k in differ),
+                      str(int(r["runs"])),
                       pm("top1"), pm("top5"), pm("mean_per_class"))
         console.print(t)
         for r in results:

@@ -4,7 +4,8 @@ A task (``train/tasks.py``) builds its modules and hands ``fit`` an ``Objective`
 one step's loss and what follows the optimizer step. ``fit`` owns everything else, the same way for
 every task: per-epoch reseeding (so ``--resume`` is bit-identical), the loader (a DistributedSampler
 under torchrun), train mode, the loss check, the optimizer and scheduler steps, the per-epoch record,
-validation, ``best.pt`` / ``last.pt`` / ``metrics.jsonl`` written atomically, and the progress bar.
+validation, the choice of the epoch ``best.pt`` holds (``--select-by``), ``best.pt`` / ``last.pt`` /
+``metrics.jsonl`` written atomically, and the progress bar.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class Objective:
     step: Callable[[tuple, int], tuple[Tensor, dict]]
     after_step: Callable[[tuple], None] = _no_op  # after optimizer.step(): momentum encoders, queues
     validate: Callable[[], dict] | None = None  # -> {"val_top1": ...}; None: no validation
+    # -> {"test_loss": CE, "test_top1": %} on the test split, read only by the papers' protocols
+    # (--select-by test-loss / test-acc); None: the task cannot be scored there (no class head)
+    evaluate_test: Callable[[], dict] | None = None
     extra_state: Callable[[], dict] = dict  # more of last.pt (resume), e.g. a key encoder and its queue
     parts: tuple[str, ...] = ()  # names of the logged parts, in order (train_<name> in every record)
     batch_size: int = 16
@@ -72,15 +76,70 @@ class Run:
     history: list = field(default_factory=list)
     best_val: float = float("-inf")  # below any score: -train_loss is below -1 whenever the loss exceeds 1
     start_epoch: int = 0
+    selection: dict = field(default_factory=dict)  # which epoch best.pt holds and why (select_epoch)
 
 
 def _to_device(items, device: torch.device) -> tuple:
     return tuple(x.to(device, non_blocking=True) if isinstance(x, Tensor) else x for x in items)
 
 
+# The metric each --select-by protocol ranks epochs by, and whether a tie goes to the later epoch:
+# mdistiller (MaKD) saves best on test_acc >= best_acc; Lightning (LaViD) replaces only a strictly lower loss.
+SELECTION_METRIC = {"val": ("val_top1", "val", False), "test-loss": ("test_loss", "test", False),
+                    "test-acc": ("test_top1", "test", True)}
+
+
+def is_check_epoch(epoch: int, every: int, epochs: int) -> bool:
+    """Whether 0-based ``epoch`` is a candidate for best.pt: every ``every``-th epoch, as the references
+    check (Lightning's check_val_every_n_epoch), and the last one, so a run shorter than the interval
+    still has a best.pt (240 epochs: the same epochs as the reference)."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
+
+
+def selection_score(record: dict, by: str) -> float:
+    """Higher is better. Without a validation split the "val" protocol ranks by -train_loss."""
+    if by == "val":
+        return record.get("val_top1", -record["train_loss"])
+    metric = SELECTION_METRIC[by][0]
+    return -record[metric] if by == "test-loss" else record[metric]
+
+
+def select_epoch(history: list[dict], by: str, every: int, epochs: int) -> tuple[int | None, float]:
+    """The 1-based epoch best.pt holds after ``history``, and its score: a pure function of the
+    records, so a resumed run chooses exactly as an uninterrupted one."""
+    best_epoch, best_score = None, float("-inf")
+    later_wins = SELECTION_METRIC[by][2]
+    for rec in history:
+        if not is_check_epoch(rec["epoch"] - 1, every, epochs):
+            continue
+        score = selection_score(rec, by)
+        if best_epoch is None or score > best_score or (later_wins and score == best_score):
+            best_epoch, best_score = rec["epoch"], score
+    return best_epoch, best_score
+
+
+def selection_info(cfg, history: list[dict], keep: str) -> dict:
+    """What the checkpoints record about the protocol: ``makd eval`` shows it and marks test-split choices."""
+    if keep == "latest":
+        return {"by": "latest", "every": 1, "split": None, "epoch": history[-1]["epoch"] if history else None}
+    by, every = cfg.select_by, cfg.resolved_select_every()
+    epoch, _ = select_epoch(history, by, every, cfg.epochs)
+    metric, split, _ = SELECTION_METRIC[by]
+    rec = next((r for r in history if r["epoch"] == epoch), {})
+    if by == "val" and metric not in rec:
+        metric, split = "train_loss", "train"  # no validation split: the lowest training loss
+    return {"by": by, "every": every, "split": split, "metric": metric, "epoch": epoch, "value": rec.get(metric)}
+
+
 def fit(cfg, run: Run, obj: Objective, bar) -> Run:
     """Train epochs ``run.start_epoch`` .. ``cfg.epochs - 1``; ``bar`` is a ``TrainProgress``."""
     info, device = run.info, run.device
+    select_by, every = cfg.select_by, cfg.resolved_select_every()
+    if select_by != "val" and obj.evaluate_test is None and obj.keep != "latest":
+        raise MakdError(f"--select-by {select_by} scores epochs on the test split's labels; --method {cfg.method} "
+                        "cannot be scored there: use --select-by val")
+    if select_by != "val" and obj.keep == "latest":
+        raise MakdError(f"--method {cfg.method} keeps its latest epoch (no labels to choose by); drop --select-by {select_by}")
     for epoch in range(run.start_epoch, cfg.epochs):
         epoch_seed = cfg.seed * 100_003 + epoch
         seed_everything(epoch_seed)
@@ -121,12 +180,17 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
                   **{f"train_{k}": v / max(n_seen, 1) for k, v in sums.items()}}
         if obj.validate is not None:
             record.update(obj.validate())
+        if select_by != "val" and is_check_epoch(epoch, every, cfg.epochs):
+            record.update(obj.evaluate_test())  # the papers' protocols: the test split chooses the checkpoint
         run.history.append(record)
-        score = record.get("val_top1", -record["train_loss"])
-        is_best = obj.keep == "latest" or score > run.best_val
-        run.best_val = score if obj.keep == "latest" else max(run.best_val, score)
+        if obj.keep == "latest":
+            is_best, run.best_val = True, selection_score(record, "val")
+        else:
+            best_epoch, run.best_val = select_epoch(run.history, select_by, every, cfg.epochs)
+            is_best = best_epoch == epoch + 1
+        run.selection = selection_info(cfg, run.history, obj.keep)
         state = {**run.base, "model": obj.model.state_dict(), "epoch": epoch, "history": run.history,
-                 "best_val_top1": run.best_val, "metrics": record}
+                 "best_val_top1": run.best_val, "metrics": record, "selection": run.selection}
         if info.main:
             if is_best:
                 save_checkpoint(run.best_path, state)

@@ -70,8 +70,9 @@ def _teacher(cfg: TrainConfig, device):
 
 def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
     old = ckpt["config"]
-    for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "targets", "control"):
-        if old.get(key) != getattr(cfg, key):
+    for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "targets", "control",
+                "select_by", "select_every"):
+        if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
             raise MakdError(
                 f"{out}/last.pt was trained with --{key.replace('_', '-')} {old.get(key)}, not {getattr(cfg, key)}; "
                 "resume with the same options or choose another -o"
@@ -216,7 +217,13 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
                      what="validation")
         return {"val_top1": topk_accuracy(pv["logits"], pv["labels"], 1)}
 
-    objective = Objective(model=model, data=train_data, train_modules=[model], step=step, validate=validate,
+    def evaluate_test() -> dict:
+        # Only the papers' protocols call this (--select-by test-loss / test-acc): the class head's CE and top-1.
+        pt = predict(model, ds.test, ev_tf, batch_size=max(64, cfg.batch_size), workers=workers, device=str(device), what="test")
+        ce = F.cross_entropy(torch.from_numpy(pt["logits"]), torch.from_numpy(np.asarray(pt["labels"])).long()).item()
+        return {"test_loss": ce, "test_top1": topk_accuracy(pt["logits"], pt["labels"], 1)}
+
+    objective = Objective(model=model, data=train_data, train_modules=[model], step=step, validate=validate, evaluate_test=evaluate_test,
                           parts=("ce", *(t.name for t in terms)), batch_size=batch_size,
                           drop_last=len(train_split) > cfg.batch_size)
     run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, best_val, start_epoch)
@@ -226,4 +233,4 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     if skipped and info.main:  # a warning, on stderr like extraction's: the results stay machine-readable
         print(f"makd: {out}: {unreadable_note(skipped)}", file=sys.stderr)
     return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": run.best_val, "history": run.history, "split": base["split"],
-            "unreadable_images": skipped}
+            "unreadable_images": skipped, "selection": run.selection}

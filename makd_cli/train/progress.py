@@ -39,5 +39,7 @@ class TrainProgress:
         parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k not in ("train_loss", "train_ce")]
         if "val_top1" in record:
             parts.append(f"val top-1 {record['val_top1']:.2f}%")
+        if "test_loss" in record:  # --select-by test-loss / test-acc read the test split on this epoch
+            parts.append(f"test CE {record['test_loss']:.4f} top-1 {record['test_top1']:.2f}%")
         parts.append(f"{record['images_per_s']:.0f} img/s")
         self.progress.console.print("  ".join(parts))

@@ -1,0 +1,82 @@
+"""Which checkpoint protocol chose a run's weights (``makd train --select-by``), as ``makd eval`` shows it.
+
+Every table marks a checkpoint chosen on the test split (the papers' protocols) with ``TEST_MARK``:
+its test accuracy is an optimistic figure, not a held-out estimate. ``side_by_side_markdown`` puts
+the honest protocol (val) and the papers' (test-loss, test-acc) in one row per setting, beside the
+paper's number: the reproduction tables of ``examples/paper.mk``.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from makd_cli.errors import MakdError
+
+TEST_MARK = "†"
+TEST_NOTE = (f"{TEST_MARK} checkpoint chosen on the test split (the papers' protocol, `--select-by test-loss|test-acc`): "
+             "its test accuracy is optimistic, not a held-out estimate")
+
+
+def protocol_label(ckpt: dict) -> str:
+    """``val``, ``test-loss/5 †``, ``test-acc †``, ``latest`` (MoCo) or ``last epoch`` (a last.pt that is
+    not the chosen epoch). Runs from before --select-by chose on validation."""
+    sel = ckpt.get("selection") or {"by": "val", "every": 1}
+    if sel.get("epoch") is not None and "epoch" in ckpt and ckpt["epoch"] + 1 != sel["epoch"]:
+        return "last epoch"  # an unfinished run's last.pt: not the weights the protocol chose
+    label = sel["by"] + (f"/{sel['every']}" if sel.get("every", 1) != 1 else "")
+    return f"{label} {TEST_MARK}" if sel.get("split") == "test" else label
+
+
+def parse_paper(items: list[str]) -> dict[str, str]:
+    """``--paper RUN=NUMBER`` (RUN: a method, or METHOD.CONTROL for a control) -> {RUN: text}."""
+    paper = {}
+    for item in items:
+        run, sep, number = item.partition("=")
+        if not sep or not run.strip() or not number.strip():
+            raise MakdError(f"--paper {item!r}: give RUN=NUMBER, e.g. lavid=70.15 or makd.gaussian=79.36")
+        paper[run.strip()] = number.strip()
+    return paper
+
+
+def run_name(row) -> str:
+    """The name a --paper number is given for: the method, or METHOD.CONTROL (paper.mk's run names)."""
+    return row["method"] if row["control"] in ("-", None) else f"{row['method']}.{row['control']}"
+
+
+def _protocol_order(labels) -> list[str]:
+    """The honest protocol first, then the papers' (test-split) ones, then the rest."""
+    return sorted(set(labels), key=lambda p: (TEST_MARK in p, p != "val", p))
+
+
+def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = None) -> str:
+    """One row per setting, one top-1 (and worst-group) column per protocol, and the paper's number.
+
+    The protocols' runs may train on different images (the papers' train on every training image,
+    ``--val-fraction 0``), so ``val_fraction`` is part of the protocol column, not of the row."""
+    paper = paper or {}
+    differ = [c for c in table.attrs.get("differ", []) if c != "val_fraction"]
+    keys = ["method", "control"] + [c for c in ("student", "data", "train_per_class", "epochs") if table[c].nunique() > 1] + differ
+    protocols = _protocol_order(table["selected_by"])
+    worst = "worst_group" in table and table["worst_group"].notna().any()
+    head = list(keys)
+    for p in protocols:
+        head += [f"top-1, {p}"] + ([f"worst group, {p}"] if worst else [])
+    head.append("paper")
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, group in table.groupby(keys, sort=False, dropna=False):
+        first = group.iloc[0]
+        cells = [str(first[k]) for k in keys]
+        for p in protocols:
+            row = group[group["selected_by"] == p]
+            metrics = ["top1"] + (["worst_group"] if worst else [])
+            for m in metrics:
+                if row.empty:
+                    cells.append("-")
+                    continue
+                r = row.iloc[0]
+                n = int(r["runs"])
+                cells.append(f"{r[m]:.2f}" + (f" ± {r[m + '_std']:.2f}" if n > 1 else "") + f" ({n})")
+        cells.append(paper.get(run_name(first), "-"))
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "Each cell: mean ± std (runs). " + TEST_NOTE + "."]
+    return "\n".join(lines)
