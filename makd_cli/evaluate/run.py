@@ -32,6 +32,14 @@ class EvalConfig:
     progress: bool = True
 
 
+def detection_paths(paths: list[Path]) -> list[dict]:
+    """The checkpoints of ``paths`` that are detectors (``makd train --task detection``), loaded."""
+    from makd_cli.detection.evaluate import is_detection_file
+    from makd_cli.formats.checkpoint import load_checkpoint
+
+    return [load_checkpoint(p) for p in paths if is_detection_file(p)]
+
+
 def run_eval(cfg: EvalConfig) -> dict:
     """``{"results": [one dict per checkpoint], "table": the comparison table (a DataFrame)}``."""
     if cfg.split not in ("test", "train"):
@@ -46,6 +54,18 @@ def run_eval(cfg: EvalConfig) -> dict:
     dev = str(resolve_device(cfg.device))
     paths = expand_checkpoints(list(cfg.checkpoints))
     targets = str(cfg.targets) if cfg.targets else None
+    detection = detection_paths(paths)
+    if detection:  # COCO AP of detectors (detection/evaluate.py): a table of its own
+        from makd_cli.detection.evaluate import detection_table, evaluate_detection
+
+        if len(detection) < len(paths) or cfg.probe:
+            raise MakdError("evaluate detection runs on their own (COCO AP), without classifiers and without --probe")
+        with progress_bar("evaluate", len(paths), cfg.progress) as advance:
+            results = []
+            for p, ckpt in zip(paths, detection):
+                results.append(evaluate_detection(str(p), ckpt, cfg.data, cfg.split, device=dev))
+                advance(info=p.name)
+        return {"results": results, "table": detection_table(results)}
     results = []
     with progress_bar("evaluate", len(paths), cfg.progress) as advance:
         for p in paths:

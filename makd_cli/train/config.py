@@ -21,6 +21,7 @@ class TrainConfig:
     data: str
     out: str
     method: str = "ce"
+    task: str | None = None  # classify | moco | detection (train/tasks.py); None: the task that owns --method
     targets: str | None = None
     student: str = "resnet18"
     epochs: int = PAPER_EPOCHS

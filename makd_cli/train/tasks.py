@@ -5,14 +5,19 @@
 - ``moco``: LEAD's self-supervised MoCo v2 with entropy-weighted distillation (``train/moco.py``,
   ``--method lead-ssl``).
 
-A new objective (detection, say) is one more ``TASKS.add`` with the ``--method`` names it owns.
+- ``detection``: Faster R-CNN + FPN with MaKD's aspect head (``makd_cli/detection/``), chosen by
+  ``--task detection`` (it owns no ``--method`` name: ``ce`` and ``makd`` mean the plain and the
+  aspect-augmented detector there).
+
+A new objective is one more ``TASKS.add`` with the ``--method`` names it owns (or none: ``--task NAME``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
+from makd_cli.detection import SCHEDULE_1X
 from makd_cli.registry import Option, Registry
 from makd_cli.train.config import TrainConfig
 
@@ -21,6 +26,8 @@ from makd_cli.train.config import TrainConfig
 class Task:
     run: Callable[[TrainConfig], dict]  # trains one seed, returns the run summary
     methods: tuple[str, ...] = ()  # the --method values it owns; () = every method of METHODS
+    # schedule defaults of --task NAME that replace TrainConfig's for flags not given (detection: COCO 1x)
+    defaults: dict = field(default_factory=dict)
 
 
 def _classify(cfg: TrainConfig) -> dict:
@@ -59,6 +66,17 @@ TASKS.add("moco", Task(_moco, ("lead-ssl",)), "LEAD's self-supervised MoCo v2 wi
     Option("lead-clip", str, None, "--method lead-ssl --lead-teacher online: the CLIP model (default: the one named in the "
                                    "targets file)."),
 ])
+
+
+def _detection(cfg: TrainConfig) -> dict:
+    from makd_cli.detection.train import train_detection
+
+    return train_detection(cfg)
+
+
+TASKS.add("detection", Task(_detection, defaults=SCHEDULE_1X),
+          "Faster R-CNN + FPN on --data coco:PATH (--task detection; --method ce, or makd for the aspect head); "
+          "defaults: COCO's 1x schedule, 12 epochs, lr 0.02, weight decay 1e-4")
 
 
 def task_for(method: str) -> Task:

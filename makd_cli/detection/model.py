@@ -1,0 +1,110 @@
+"""Faster R-CNN + FPN (torchvision) with MaKD's aspect head on the backbone's pooled features.
+
+``build_detector("resnet50", ...)`` is torchvision's ``fasterrcnn_resnet50_fpn`` (v1) assembled from its
+parts, and ``"resnet18"`` the same detector on a ResNet-18 FPN backbone (``resnet_fpn_backbone``), the
+two students of MaKD's Table 7. As in torchvision's builders: with ImageNet weights (``--pretrained``)
+the backbone's batch norm is frozen and its first two stages stay fixed (3 trainable stages, Detectron2's
+FREEZE_AT 2); from random weights every stage trains with ordinary batch norm.
+
+The aspect head (makd.txt section 4: "we add features to the backbone network ... and apply a
+multi-aspect logit loss"): one ``Linear(C5 channels, Q)`` on the global average of the last ResNet stage
+(512 channels for ResNet-18, 2048 for ResNet-50), pooled over each image's own area (not the padding
+that batches images of different sizes), so the backbone learns the MLLM's per-image answers the way
+MaKD's widened classifier head does. Its weights start at zero, as the classifier's extra outputs do.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from makd_cli.errors import MakdError
+
+ARCHS = ("resnet18", "resnet50")
+# COCO's 1x recipe: multi-scale training on the shorter side, 800 at test, longer side at most 1333.
+TRAIN_MIN_SIZES = (640, 672, 704, 736, 768, 800)
+TEST_MIN_SIZE, MAX_SIZE = 800, 1333
+
+
+def image_sizes(image_size: int | None) -> tuple[tuple[int, ...], int, int]:
+    """(training shorter sides, test shorter side, longer-side cap): COCO's, or one size for ``--image-size``."""
+    if image_size is None:
+        return TRAIN_MIN_SIZES, TEST_MIN_SIZE, MAX_SIZE
+    return (image_size,), image_size, math.ceil(image_size * MAX_SIZE / TEST_MIN_SIZE)
+
+
+class AspectDetector(nn.Module):
+    """A torchvision Faster R-CNN whose forward also returns the aspect logits (None without a head).
+
+    Training: ``(losses dict, aspect logits)``; evaluation: ``(detections per image, aspect logits)``,
+    detections in the input images' coordinates with labels 1..C."""
+
+    def __init__(self, detector: nn.Module, aspect_dim: int = 0):
+        super().__init__()
+        self.detector = detector
+        self.aspect_dim = aspect_dim
+        self.aspect_head = None
+        if aspect_dim:
+            c5 = detector.backbone.fpn.inner_blocks[-1][0].in_channels
+            self.aspect_head = nn.Linear(c5, aspect_dim)
+            nn.init.zeros_(self.aspect_head.weight)
+            nn.init.zeros_(self.aspect_head.bias)
+
+    def pooled_c5(self, c5: Tensor, sizes: list[tuple[int, int]], padded: tuple[int, int]) -> Tensor:
+        """Mean of the last stage over each image's own region of the padded batch."""
+        rows = []
+        for i, (h, w) in enumerate(sizes):
+            fh = max(1, math.ceil(h * c5.shape[-2] / padded[0]))
+            fw = max(1, math.ceil(w * c5.shape[-1] / padded[1]))
+            rows.append(c5[i, :, :fh, :fw].mean(dim=(1, 2)))
+        return torch.stack(rows)
+
+    def forward(self, images: list[Tensor], targets: list[dict] | None = None):
+        d = self.detector
+        if self.training and targets is None:
+            raise MakdError("the detector trains on images with their boxes")
+        original = [tuple(im.shape[-2:]) for im in images]
+        batch, targets = d.transform(images, targets)
+        body = d.backbone.body(batch.tensors)
+        features = d.backbone.fpn(body)
+        proposals, rpn_losses = d.rpn(batch, features, targets)
+        detections, roi_losses = d.roi_heads(features, proposals, batch.image_sizes, targets)
+        aspect = None
+        if self.aspect_head is not None:
+            c5 = list(body.values())[-1]
+            aspect = self.aspect_head(self.pooled_c5(c5, batch.image_sizes, tuple(batch.tensors.shape[-2:])))
+        if self.training:
+            return {**rpn_losses, **roi_losses}, aspect
+        return d.transform.postprocess(detections, batch.image_sizes, original), aspect
+
+
+def build_detector(arch: str, num_classes: int, aspect_dim: int = 0, pretrained: str | None = None,
+                   image_size: int | None = None, rois_per_image: int = 512, proposals: int = 2000,
+                   frozen_norm: bool | None = None) -> AspectDetector:
+    """Faster R-CNN + FPN for ``num_classes`` object classes (the background is added here).
+
+    ``rois_per_image`` (RoIs sampled per image for the box head's loss, Detectron2's 512) and
+    ``proposals`` (RPN proposals kept per image in training, torchvision's 2000) set most of a
+    training step's cost; smaller values suit tiny images (tests, CPU trials)."""
+    from torchvision.models.detection import FasterRCNN
+    from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    if arch not in ARCHS:
+        raise MakdError(f"--task detection builds Faster R-CNN + FPN on {' or '.join(ARCHS)}, not {arch!r}; pass --student resnet18 or resnet50")
+    frozen = bool(pretrained) if frozen_norm is None else frozen_norm  # a checkpoint is rebuilt as it was trained
+    norm = FrozenBatchNorm2d if frozen else nn.BatchNorm2d
+    backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=norm, trainable_layers=3 if frozen else 5)
+    if pretrained:
+        from makd_cli.students.build import load_pretrained
+
+        load_pretrained(backbone.body, pretrained, arch)  # ResNet key names: conv1, layer1, ... (timm and torchvision alike)
+    train_sizes, _, max_size = image_sizes(image_size)
+    # torchvision's transform draws the training size from min_size and tests at its last entry (800).
+    detector = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=train_sizes, max_size=max_size,
+                          box_batch_size_per_image=rois_per_image, rpn_post_nms_top_n_train=proposals,
+                          rpn_pre_nms_top_n_train=proposals)
+    return AspectDetector(detector, aspect_dim)
+

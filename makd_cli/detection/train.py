@@ -1,0 +1,202 @@
+"""``makd train --task detection``: Faster R-CNN + FPN on COCO-format data, with or without MaKD's aspect head.
+
+``--method ce`` is the plain detector (Table 7's "Base"); ``--method makd --targets T.h5`` adds the
+aspect head and ``alpha * BCE(aspect logits, p(yes))`` against the MLLM's per-image answers
+(``image_yesno`` targets from ``makd extract --mllm ... --data coco:PATH``; ``--control`` replaces
+them by random or class-shuffled ones). The training loop is the shared engine (reseeding, DDP
+sampler, bf16 autocast on CUDA, atomic checkpoints, ``--resume`` after ``kill -9``).
+
+The schedule is COCO's 1x (Detectron2's, which the baselines of Table 7 use), counted in epochs:
+12 epochs of 118k images at 16 per batch (90k iterations), lr 0.02 (x batch/16), momentum 0.9,
+weight decay 1e-4, lr x0.1 after epochs 8 and 11 (60k and 80k iterations), 1000 warm-up iterations
+from lr x0.001 (at most one epoch), multi-scale training (shorter side 640..800, longer at most 1333,
+800 at test) and random horizontal flips. ``SCHEDULE_1X`` replaces the classification defaults of
+any flag not given (``makd train --task detection``); the milestones scale with ``--epochs``.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+
+from makd_cli.data import load_dataset
+from makd_cli.data.coco import read_coco
+from makd_cli.detection import SCHEDULE_1X
+from makd_cli.detection.data import DetectionData, collate
+from makd_cli.detection.model import build_detector, image_sizes
+from makd_cli.device import resolve_device
+from makd_cli.errors import MakdError
+from makd_cli.fileio import output_lock, sha256_file
+from makd_cli.formats.checkpoint import load_checkpoint
+from makd_cli.methods import Batch, MethodContext, build_terms
+from makd_cli.train.config import TrainConfig
+from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
+from makd_cli.train.engine import Objective, Run, fit, seed_everything
+from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
+from makd_cli.train.progress import TrainProgress
+
+TASK = "detection"
+METHODS = ("ce", "makd")
+MILESTONES_1X = (8, 11)  # of 12 epochs
+WARMUP_ITERS, WARMUP_FACTOR = 1000, 0.001
+# The detector's sampling sizes (torchvision/Detectron2 values); TrainConfig(extra={"rois_per_image": 64})
+# makes a step on tiny images far cheaper (the tests do).
+SAMPLING = {"rois_per_image": 512, "proposals": 2000}
+LOSS_NAMES = ("classifier", "box_reg", "objectness", "rpn_box_reg")  # torchvision's loss_<name>
+
+
+def milestones(cfg: TrainConfig) -> list[int]:
+    if cfg.milestones is not None:
+        return list(cfg.milestones)
+    return [max(1, round(m * cfg.epochs / SCHEDULE_1X["epochs"])) for m in MILESTONES_1X]
+
+
+def decay(epoch: int, steps: list[int]) -> float:
+    """lr multiplier of 0-based ``epoch``: x0.1 for each milestone reached (MultiStepLR's rule)."""
+    return 0.1 ** sum(epoch >= m for m in steps)
+
+
+def lr_factor(epoch: int, iteration: int, steps: list[int], warmup: int) -> float:
+    """The lr multiplier at global ``iteration`` of 0-based ``epoch``: step decay times linear warm-up."""
+    decay_factor = decay(epoch, steps)
+    if iteration >= warmup:
+        return decay_factor
+    a = iteration / warmup
+    return decay_factor * (WARMUP_FACTOR * (1 - a) + a)
+
+
+def _check_options(cfg: TrainConfig) -> list[str]:
+    name, _, path = cfg.data.partition(":")
+    if name != "coco":
+        raise MakdError(f"--task detection reads COCO-format data: --data coco:PATH, not {cfg.data!r}")
+    parts = [p.strip() for p in cfg.method.split("+") if p.strip()]
+    if not parts or any(p not in METHODS for p in parts):
+        raise MakdError(f"--task detection trains --method ce (the detector) or makd (with the aspect head), not {cfg.method!r}")
+    for flag, bad in (("--teacher-ckpt", cfg.teacher_ckpt), ("--per-class", cfg.per_class is not None),
+                      ("--train-fraction", cfg.train_fraction != 1.0), ("--select-by", getattr(cfg, "select_by", "val") != "val")):
+        if bad:
+            raise MakdError(f"{flag} is not supported with --task detection")
+    return parts
+
+
+def train_detection(cfg: TrainConfig) -> dict:
+    device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        if not info.main:
+            return _train(cfg, device, info)
+        with output_lock(Path(cfg.out) / "last.pt", "run"):
+            return _train(cfg, device, info)
+    finally:
+        shutdown(info)
+
+
+class _Progress(TrainProgress):
+    def end_epoch(self, record: dict) -> None:
+        if self.quiet:
+            return
+        parts = [f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
+        parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_loss"]
+        parts.append(f"lr {record['lr']:.4g}  {record['images_per_s']:.1f} img/s")
+        self.progress.console.print("  ".join(parts))
+
+
+def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
+    _check_options(cfg)
+    out, last_path, best_path = run_paths(cfg)
+    coco = read_coco(cfg.data.partition(":")[2] or None)
+    view = load_dataset(cfg.data, seed=cfg.seed)  # the per-image ids the targets are keyed by
+    positions = coco.train.with_objects()  # the images view.train holds, in its order
+    targets = _load_targets(cfg, coco.classes, view.train) if "makd" in cfg.method.split("+") or cfg.targets else None
+    if targets is not None and targets.kind != "image_yesno":
+        raise MakdError(f"--task detection learns per-image answers (image_yesno targets from `makd extract --mllm ... "
+                        f"--data {cfg.data}`), but {cfg.targets} holds {targets.kind}")
+    ctx = MethodContext(num_classes=len(coco.classes), targets=targets, train_ids=view.train.ids,
+                        train_labels=view.train.labels, weight=cfg.aux_weight, epochs=cfg.epochs,
+                        options={"aspect_loss": cfg.aspect_loss, **{k: v for k, v in cfg.extra.items() if k not in SAMPLING}})
+    terms = [t.to(device) for t in build_terms(cfg.method, ctx)]
+    if targets is not None and not terms:
+        raise MakdError("--method ce does not use --targets; drop --targets or train --method makd")
+    aspect_dim = sum(t.extra_dim for t in terms)
+
+    seed_everything(cfg.seed)  # the initial weights depend on the seed alone
+    sampling = {k: int(cfg.extra.get(k, d)) for k, d in SAMPLING.items()}  # Python API only (TrainConfig.extra)
+    model = build_detector(cfg.student, len(coco.classes), aspect_dim, cfg.pretrained, cfg.image_size, **sampling).to(device)
+    step_model = model
+    if info.enabled:
+        step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
+    batch_size = per_rank_batch(cfg.batch_size, info)
+    data = DetectionData(coco.train, positions, flip=True)
+    steps_per_epoch = max(1, (math.ceil(len(data) / info.world) if info.enabled else len(data)) // batch_size)
+    warmup = min(WARMUP_ITERS, steps_per_epoch)
+    steps = milestones(cfg)
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: decay(e, steps))  # the step sets warm-up
+    history, start_epoch = [], 0
+    if cfg.resume:
+        ckpt = load_checkpoint(last_path)
+        _check_resume(ckpt, cfg, out)
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
+
+    _, test_size, max_size = image_sizes(cfg.image_size)
+    head = {
+        "task": TASK, "method": cfg.method, "extra_dim": aspect_dim, "terms": [t.head_info() for t in terms],
+        "slices": {t.name: [0, t.extra_dim] for t in terms if t.extra_dim},
+        "aspect_head": "linear on the mean of the last backbone stage" if aspect_dim else None,
+        "targets_kind": targets.kind if targets is not None else None,
+        "question_ids": list(targets.question_ids) if targets is not None else [],
+        "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
+        "schedule": {"milestones": steps, "warmup_iters": warmup, "max_size": max_size}, "sampling": sampling,
+    }
+    base = {
+        "task": TASK, "arch": cfg.student, "num_classes": len(coco.classes), "classes": list(coco.classes),
+        "category_ids": list(coco.category_ids), "image_size": test_size, "native_size": None, "head": head,
+        "config": cfg.to_dict(), "split": {"train": len(data), "val": 0, "test": len(coco.val)},
+    }
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
+    if info.main:
+        out.mkdir(parents=True, exist_ok=True)
+    counter = {"epoch": -1, "i": 0}
+
+    def step(batch, epoch):
+        indices, images, boxes = batch
+        if counter["epoch"] != epoch:
+            counter.update(epoch=epoch, i=0)
+        factor = lr_factor(epoch, epoch * steps_per_epoch + counter["i"], steps, warmup)
+        counter["i"] += 1
+        for group in optimizer.param_groups:
+            group["lr"] = cfg.lr * factor
+        images = [im.to(device, non_blocking=True) for im in images]
+        boxes = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in boxes]
+        with autocast():
+            losses, aspect = step_model(images, boxes)
+        parts = {name[5:]: value.float() for name, value in losses.items()}
+        loss = sum(parts.values())
+        for t in terms:
+            parts[t.name] = t.loss(None, aspect.float(), Batch(None, None, indices, epoch))
+            loss = loss + parts[t.name]
+        return loss, {name: value.item() for name, value in parts.items()}
+
+    objective = Objective(model=model, data=data, train_modules=[model], step=step, parts=(*LOSS_NAMES, *(t.name for t in terms)),
+                          batch_size=batch_size, drop_last=len(data) > batch_size, keep="latest", collate=collate,
+                          loss_hint="lower --lr or --aux-weight (a detector from random weights needs a smaller lr than 0.02)")
+    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, float("-inf"), start_epoch)
+    with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
+        fit(cfg, run, objective, bar)
+    if info.main and not cfg.quiet:
+        print(f"makd: {out}: evaluate with `makd eval {out}` (COCO AP on {coco.val.name})", file=sys.stderr)
+    final = run.history[-1] if run.history else {}
+    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": -final.get("train_loss", 0.0), "history": run.history,
+            "split": base["split"], "task": TASK}

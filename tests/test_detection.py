@@ -1,0 +1,285 @@
+"""Detection (``makd train --task detection``, ``makd eval`` on detectors) on a COCO-format set drawn here:
+coloured squares, discs and bars on noise, 64 px, with the JSON in COCO's format."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageDraw
+from typer.testing import CliRunner
+
+from makd_cli.cli import app
+from makd_cli.data import load_dataset
+from makd_cli.data.coco import read_coco
+from makd_cli.detection import train as det_train
+from makd_cli.detection.data import DetectionData, collate
+from makd_cli.detection.evaluate import coco_metrics
+from makd_cli.detection.model import build_detector
+from makd_cli.errors import MakdError
+from makd_cli.formats.checkpoint import load_checkpoint
+from makd_cli.formats.targets import Targets, write_targets
+from makd_cli.losses import makd_bce
+from makd_cli.train import TrainConfig
+from makd_cli.train.runs import train_runs
+
+CATEGORIES = [(1, "square"), (2, "disc"), (5, "bar")]  # not contiguous, as COCO's ids
+COLOURS = [(230, 40, 40), (40, 200, 60), (50, 80, 230)]
+SIZE, Q = 64, 6
+SMALL = {"rois_per_image": 32, "proposals": 64}  # a cheap step on 64 px images
+
+
+def draw_coco(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, crowd: bool = True) -> Path:
+    """COCO's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/."""
+    rng = np.random.default_rng(seed)
+    ann_id = image_id = 0
+    for split, n in (("train2017", n_train), ("val2017", n_val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for _ in range(n):
+            image_id += 1
+            im = Image.fromarray(rng.integers(0, 90, (SIZE, SIZE, 3), dtype=np.uint8))
+            pen = ImageDraw.Draw(im)
+            for _ in range(int(rng.integers(1, 3))):
+                c, s = int(rng.integers(0, 3)), int(rng.integers(14, 26))
+                x, y = (int(v) for v in rng.integers(0, SIZE - s, 2))
+                box = [x, y, s, s] if c != 2 else [x, y + s // 3, s, s // 3]
+                if c == 1:
+                    pen.ellipse([x, y, x + s, y + s], fill=COLOURS[c])
+                else:
+                    pen.rectangle([box[0], box[1], box[0] + box[2], box[1] + box[3]], fill=COLOURS[c])
+                ann_id += 1
+                annotations.append({"id": ann_id, "image_id": image_id, "category_id": CATEGORIES[c][0], "bbox": box,
+                                    "area": box[2] * box[3], "iscrowd": 0})
+            if crowd and image_id == 1:
+                ann_id += 1
+                annotations.append({"id": ann_id, "image_id": image_id, "category_id": 1, "bbox": [0, 0, 9, 9],
+                                    "area": 81, "iscrowd": 1})
+            name = f"{image_id:012d}.jpg"
+            im.save(root / split / name, quality=95)
+            images.append({"id": image_id, "file_name": name, "width": SIZE, "height": SIZE})
+        (root / "annotations").mkdir(exist_ok=True)
+        doc = {"images": images, "annotations": annotations, "categories": [{"id": i, "name": n} for i, n in CATEGORIES]}
+        (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
+    return root
+
+
+@pytest.fixture(scope="module")
+def coco_dir(tmp_path_factory) -> Path:
+    return draw_coco(tmp_path_factory.mktemp("coco") / "coco")
+
+
+def aspect_targets(coco: Path, path: Path, drop: int = 0, seed: int = 0) -> Path:
+    """image_yesno targets for the training images (all but the last ``drop``)."""
+    view = load_dataset(f"coco:{coco}")
+    ids = view.train.ids[: len(view.train.ids) - drop]
+    rng = np.random.default_rng(seed)
+    write_targets(path, Targets(kind="image_yesno", classes=list(view.classes), question_ids=[f"q{i}" for i in range(Q)],
+                                probs=rng.uniform(0.05, 0.95, (len(ids), Q)), images=ids,
+                                labels=view.train.labels[: len(ids)], teacher="test"))
+    return path
+
+
+def config(coco: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=f"coco:{coco}", out=str(out), task="detection", epochs=2, batch_size=4, lr=0.01, weight_decay=1e-4,
+                image_size=SIZE, quiet=True, workers=0, device="cpu", extra=dict(SMALL))
+    return TrainConfig(**{**base, **kw})
+
+
+# -- the dataset ------------------------------------------------------------------------------------
+def test_reader_maps_categories_boxes_and_leaves_crowds_out(coco_dir):
+    ds = read_coco(coco_dir)
+    assert ds.classes == ["square", "disc", "bar"] and ds.category_ids == [1, 2, 5]
+    doc = json.loads((coco_dir / "annotations" / "instances_train2017.json").read_text())
+    first = [a for a in doc["annotations"] if a["image_id"] == 1 and not a["iscrowd"]]
+    x, y, w, h = first[0]["bbox"]
+    assert ds.train.boxes[0][0].tolist() == [x, y, x + w, y + h]  # xywh -> xyxy
+    assert ds.train.labels[0].tolist() == [[1, 2, 5].index(a["category_id"]) + 1 for a in first]  # crowd left out
+    assert ds.train.ids[0] == "train2017/000000000001.jpg" and len(ds.val) == 4
+    view = load_dataset(f"coco:{coco_dir}")  # the classification view: labelled by the largest object
+    b, lab = ds.train.boxes[0], ds.train.labels[0]
+    assert view.train.labels[0] == lab[int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))] - 1
+    assert view.train.ids == ds.train.ids
+
+
+def test_roboflow_layout_reads_too(coco_dir, tmp_path):
+    for split, folder in (("train2017", "train"), ("val2017", "valid")):
+        shutil.copytree(coco_dir / split, tmp_path / "rf" / folder)
+        shutil.copy(coco_dir / "annotations" / f"instances_{split}.json", tmp_path / "rf" / folder / "_annotations.coco.json")
+    ds = read_coco(tmp_path / "rf")
+    assert ds.layout == "roboflow" and ds.train.ids[0] == "train/000000000001.jpg" and len(ds.val) == 4
+
+
+def test_wrong_layouts_are_one_line(coco_dir, tmp_path):
+    cases = []
+    (tmp_path / "empty").mkdir()
+    cases.append((tmp_path / "empty", "no COCO annotation files"))
+    only_val = tmp_path / "only_val"
+    shutil.copytree(coco_dir, only_val)
+    (only_val / "annotations" / "instances_train2017.json").unlink()
+    cases.append((only_val, "no training split"))
+    no_images = tmp_path / "no_images"
+    shutil.copytree(coco_dir, no_images)
+    shutil.rmtree(no_images / "val2017")
+    cases.append((no_images, "has no image folder"))
+    broken = tmp_path / "broken"
+    shutil.copytree(coco_dir, broken)
+    (broken / "annotations" / "instances_val2017.json").write_text('{"images": []}')
+    cases.append((broken, "not in COCO's format"))
+    missing = tmp_path / "missing"
+    shutil.copytree(coco_dir, missing)
+    (missing / "train2017" / "000000000002.jpg").unlink()
+    cases.append((missing, "are missing"))
+    for folder, message in cases:
+        with pytest.raises(MakdError, match=message) as e:
+            load_dataset(f"coco:{folder}")
+        assert "\n" not in str(e.value)
+
+
+# -- the model ----------------------------------------------------------------------------------------
+def test_one_step_is_finite_and_the_aspect_loss_falls(coco_dir):
+    ds = read_coco(coco_dir)
+    _, images, boxes = collate([DetectionData(ds.train, range(2), flip=False)[i] for i in range(2)])
+    targets = torch.rand(2, Q, generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    plain = build_detector("resnet18", 3, 0, image_size=SIZE, **SMALL).train()
+    losses, aspect = plain(images, boxes)
+    assert aspect is None and set(losses) == {f"loss_{n}" for n in det_train.LOSS_NAMES}
+    assert all(torch.isfinite(v) for v in losses.values())
+
+    model = build_detector("resnet18", 3, Q, image_size=SIZE, **SMALL).train()
+    assert model.aspect_head.in_features == 512  # ResNet-18's last stage, pooled
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    seen = []
+    for _ in range(4):
+        losses, aspect = model(images, boxes)
+        bce = makd_bce(aspect, targets)
+        seen.append(bce.item())
+        opt.zero_grad()
+        (sum(losses.values()) + bce).backward()
+        opt.step()
+    assert seen[0] == pytest.approx(float(makd_bce(torch.zeros(2, Q), targets)), rel=1e-5)  # the head starts at zero
+    assert all(math.isfinite(v) for v in seen) and seen[-1] < seen[0] - 1e-3
+
+
+def test_aspect_head_pools_each_image_without_its_padding():
+    model = build_detector("resnet18", 3, Q, image_size=SIZE, **SMALL)
+    c5 = torch.arange(2 * 1 * 2 * 4, dtype=torch.float32).reshape(2, 1, 2, 4)
+    pooled = model.pooled_c5(c5, [(64, 128), (64, 60)], (64, 128))
+    assert pooled[0].item() == c5[0].mean().item()
+    assert pooled[1].item() == c5[1, :, :2, :2].mean().item()  # 60 of 128 px wide: 2 of the 4 columns
+
+
+# -- training -----------------------------------------------------------------------------------------
+@pytest.mark.slow  # three short runs and three evaluations: about a minute on 2 busy cores
+def test_train_resume_equals_uninterrupted_and_eval_gives_ap(coco_dir, tmp_path, monkeypatch):
+    targets = aspect_targets(coco_dir, tmp_path / "t.h5")
+    common = dict(method="makd", targets=str(targets), aux_weight=1.0)
+    full = train_runs(config(coco_dir, tmp_path / "full", **common))[0]
+    assert [r["epoch"] for r in full["history"]] == [1, 2]
+    rec = full["history"][0]
+    assert math.isfinite(rec["train_loss"]) and rec["train_makd"] > 0
+    parts = sum(rec[f"train_{n}"] for n in (*det_train.LOSS_NAMES, "makd"))
+    assert rec["train_loss"] == pytest.approx(parts, rel=1e-5)
+
+    real_end = det_train._Progress.end_epoch
+
+    def killed_after_epoch_1(self, record):
+        real_end(self, record)
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(det_train._Progress, "end_epoch", killed_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        train_runs(config(coco_dir, tmp_path / "cut", **common))
+    monkeypatch.setattr(det_train._Progress, "end_epoch", real_end)
+    train_runs(config(coco_dir, tmp_path / "cut", resume=True, **common))
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
+    assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["task"] == "detection" and a["category_ids"] == [1, 2, 5] and a["head"]["slices"] == {"makd": [0, Q]}
+
+    # makd eval: the two identical runs are one setting (runs = 2, std 0) in every output form
+    runner = CliRunner()
+    res = runner.invoke(app, ["eval", str(tmp_path / "full"), str(tmp_path / "cut"), "--json", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    found = json.loads(res.stdout)
+    assert [r["n"] for r in found["results"]] == [4, 4]
+    row = found["table"][0]
+    assert len(found["table"]) == 1 and row["runs"] == 2 and row["AP_std"] == 0.0
+    assert 0.0 <= row["AP"] <= 100.0 and row["AP"] == found["results"][0]["AP"]
+    csv = runner.invoke(app, ["eval", str(tmp_path / "full"), "--format", "csv", "--device", "cpu"])
+    assert csv.exit_code == 0 and csv.stdout.splitlines()[0].split(",")[-7:] == [
+        "AP_std", "AP50_std", "AP75_std", "APs_std", "APm_std", "APl_std", "runs"]
+    md = runner.invoke(app, ["eval", str(tmp_path / "full"), "--format", "markdown", "--device", "cpu"])
+    assert md.exit_code == 0 and "| AP | AP50 | AP75 | APs | APm | APl |" in md.stdout
+
+
+def test_targets_that_miss_training_images_are_one_line(coco_dir, tmp_path):
+    targets = aspect_targets(coco_dir, tmp_path / "t.h5", drop=2)
+    with pytest.raises(MakdError, match="lack 2 of the 12 training images") as e:
+        train_runs(config(coco_dir, tmp_path / "run", method="makd", targets=str(targets)))
+    assert "\n" not in str(e.value)
+
+
+def test_controls_replace_the_aspect_targets(coco_dir, tmp_path):
+    from makd_cli.controls import apply_control
+    from makd_cli.formats.targets import read_targets
+
+    targets = read_targets(aspect_targets(coco_dir, tmp_path / "t.h5"))
+    for control in ("random-codes", "shuffled"):
+        other = apply_control(control, targets, 0)
+        assert other.kind == "image_yesno" and other.images == targets.images
+        assert not np.allclose(other.probs, targets.probs)
+
+
+# -- evaluation -----------------------------------------------------------------------------------------
+def test_coco_ap_is_100_for_perfect_boxes_and_0_for_none(coco_dir):
+    ds = read_coco(coco_dir)
+    perfect = [{"image_id": ds.val.image_ids[k], "category_id": ds.category_ids[label - 1],
+                "bbox": [float(x1), float(y1), float(x2 - x1), float(y2 - y1)], "score": 1.0}
+               for k in range(len(ds.val)) for (x1, y1, x2, y2), label in zip(ds.val.boxes[k].tolist(), ds.val.labels[k].tolist())]
+    m = coco_metrics(ds.val, perfect)
+    assert m["AP"] == m["AP50"] == m["AP75"] == 100.0
+    assert coco_metrics(ds.val, []) == {k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    wrong = [{**d, "category_id": ds.category_ids[(ds.category_ids.index(d["category_id"]) + 1) % 3]} for d in perfect]
+    assert coco_metrics(ds.val, wrong)["AP"] == 0.0  # right boxes, wrong categories
+
+
+# -- the command line -----------------------------------------------------------------------------------------
+def test_cli_task_detection_takes_coco_1x_defaults_unless_given(coco_dir, tmp_path, monkeypatch):
+    seen = []
+    monkeypatch.setattr("makd_cli.train.runs.train_runs", lambda cfg, runs=1: seen.append(cfg) or [])
+    runner = CliRunner()
+    base = ["train", "--task", "detection", "--data", f"coco:{coco_dir}", "-o", str(tmp_path / "r")]
+    assert runner.invoke(app, base).exit_code == 0
+    assert runner.invoke(app, base + ["--epochs", "3", "--lr", "0.01"]).exit_code == 0
+    assert (seen[0].epochs, seen[0].lr, seen[0].weight_decay, seen[0].task) == (12, 0.02, 1e-4, "detection")
+    assert (seen[1].epochs, seen[1].lr, seen[1].weight_decay) == (3, 0.01, 1e-4)
+    assert det_train.milestones(seen[0]) == [8, 11] and det_train.milestones(seen[1]) == [2, 3]
+
+
+def test_cli_refuses_other_data_and_methods_in_one_line(coco_dir, tmp_path, capsys):
+    from makd_cli.cli import main
+
+    for args, message in ((["--data", f"coco:{coco_dir}", "--method", "kd"], "ce .*or makd"),
+                          (["--data", str(tmp_path)], "coco:PATH")):
+        with pytest.raises(SystemExit) as e:
+            main(["train", "--task", "detection", "-o", str(tmp_path / "r"), *args])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and __import__("re").search(message, err), err
+
+
+def test_warmup_and_decay_follow_the_1x_schedule():
+    assert det_train.lr_factor(0, 0, [8, 11], 1000) == pytest.approx(0.001)
+    assert det_train.lr_factor(0, 500, [8, 11], 1000) == pytest.approx(0.001 * 0.5 + 0.5)
+    assert det_train.lr_factor(7, 5000, [8, 11], 1000) == 1.0
+    assert det_train.lr_factor(8, 5000, [8, 11], 1000) == pytest.approx(0.1)
+    assert det_train.lr_factor(11, 5000, [8, 11], 1000) == pytest.approx(0.01)
