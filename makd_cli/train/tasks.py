@@ -48,7 +48,9 @@ TASKS.add("classify", Task(_classify), "CE on the class logits plus each --metho
 TASKS.add("moco", Task(_moco, ("lead-ssl",)), "LEAD's self-supervised MoCo v2 with entropy-weighted distillation; under "
           "torchrun the key encoder sees a batch shuffled across the processes (shuffle-BN), one process has no such shuffle", options=[
     Option("moco-queue", int, 65536, "--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536).", min=1),
-    Option("moco-momentum", float, 0.999, "--method lead-ssl: momentum of the key encoder.", min=0, max=1),
+    Option("moco-momentum", float, 0.999, "--method lead-ssl: momentum of the key encoder. Under torchrun the key encoder "
+                                          "sees a batch shuffled across the processes (MoCo's shuffle-BN); one process has no "
+                                          "such shuffle.", min=0, max=1),
     Option("moco-temperature", float, 0.2, "--method lead-ssl: InfoNCE temperature.", min=0),
     Option("moco-dim", int, 128, "--method lead-ssl: output width of the projection MLP (with --lead-student text it is "
                                  "the width of the description embeddings instead, 512 for CLIP ViT-B/16 as in the public code).", min=1),
