@@ -67,6 +67,15 @@ def test_transformers_prompt_ids_and_answer_equal_the_reference(llava):
     assert np.abs(got - sigmoid(teacher.yesno_logodds(img, QUESTIONS))).max() > 1e-4  # the layouts differ
 
 
+def test_a_vocabulary_without_the_answer_entries_is_one_line(llava):
+    from makd_cli.teachers.base import YesNoLayout
+
+    teacher = llava[0]
+    with pytest.raises(MakdError, match="no single token spells 'Si' or 'No' in its vocabulary") as exc:
+        teacher.answer_ids(YesNoLayout("", ("Si",), ("No",), vocab_lookup=True))
+    assert "\n" not in str(exc.value)
+
+
 def test_extract_records_the_layout_and_reads_the_reference_tokens(llava, tmp_path):
     teacher, model, proc = llava
     paths = []

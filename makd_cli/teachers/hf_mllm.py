@@ -146,7 +146,8 @@ class HFMultimodalTeacher(MultimodalTeacher):
         else:
             yes, no = answer_token_ids(self.tokenizer, layout.yes), answer_token_ids(self.tokenizer, layout.no)
         if not yes or not no:
-            raise MakdError(f"model {self.name}: its tokenizer has no single-token {'/'.join(layout.yes + layout.no)}; "
+            spellings = " or ".join("/".join(map(repr, words)) for words in (layout.yes, layout.no))
+            raise MakdError(f"model {self.name}: no single token spells {spellings} in its vocabulary; "
                             "it cannot answer yes/no questions here")
         return yes, no
 

@@ -170,7 +170,8 @@ class LlamaCppMultimodalTeacher(MultimodalTeacher):
 
         yes, no = ids_of(layout.yes), ids_of(layout.no)
         if not yes or not no:
-            raise MakdError(f"model {self.lm.name}: its vocabulary has no single-token {'/'.join(layout.yes + layout.no)}; "
+            spellings = " or ".join("/".join(map(repr, words)) for words in (layout.yes, layout.no))
+            raise MakdError(f"model {self.lm.name}: no single token spells {spellings} in its vocabulary; "
                             "it cannot answer yes/no questions here")
         return yes, no
 
