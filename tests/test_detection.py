@@ -283,3 +283,23 @@ def test_warmup_and_decay_follow_the_1x_schedule():
     assert det_train.lr_factor(7, 5000, [8, 11], 1000) == 1.0
     assert det_train.lr_factor(8, 5000, [8, 11], 1000) == pytest.approx(0.1)
     assert det_train.lr_factor(11, 5000, [8, 11], 1000) == pytest.approx(0.01)
+
+
+# -- the example ------------------------------------------------------------------------------------------
+def test_coco_example_makefile_runs_table_7_with_controls(tmp_path):
+    import subprocess
+
+    folder = Path(__file__).resolve().parents[1] / "examples" / "coco"
+    proc = subprocess.run(["make", "-n", "-C", str(folder), f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    text = proc.stdout
+    assert "extract --mllm internvl2-8b" in text and f"--data coco:{tmp_path}" in text and "--select 50" in text
+    for student in ("resnet18", "resnet50"):
+        for run in ("ce", "makd", "makd.random-codes", "makd.shuffled"):
+            for seed in (0, 1, 2):
+                assert f"--student {student} --method {run.split('.')[0]} --seed {seed} -o {tmp_path}/w/runs/{student}/{run}/seed{seed}/" in text
+    assert text.count("--control random-codes") == 6 and text.count("--control shuffled") == 6
+    assert text.count("train --task detection") == 24 and "eval" in text and "results.md" in text
+    missing = subprocess.run(["make", "-n", "-C", str(folder)], capture_output=True, text=True, timeout=60)
+    assert missing.returncode != 0 and "set DATA=" in missing.stderr
