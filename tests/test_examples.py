@@ -21,11 +21,19 @@ def test_paper_makefile_dry_run(name, tmp_path):
     spec = f"{name}:{tmp_path}"
     assert f"makd data classes {spec}" in text
     assert "gen-questions" in text and "--kind mcq" in text and "--kind yesno" in text and "--select 50" in text
-    assert f"extract --mllm internvl3-8b --data {spec}" in text
+    # the papers' teachers and the references' prompts by default
+    assert "gen-questions --llm Qwen/Qwen2.5-7B-Instruct --backend hf" in text
+    assert "extract --llm Qwen/Qwen2.5-7B-Instruct --backend hf  --prompt-layout lavid-reference" in text
+    assert f"extract --mllm internvl2-8b --trust-remote-code --prompt-layout makd-reference --data {spec}" in text
     for method in ("ce", "makd", "lavid"):
         for seed in (0, 1, 2):
             assert f"--method {method} --seed {seed}" in text
-    assert "--epochs 240" in text and "results.md" in text
+    assert "--epochs 240" in text and "results.md" in text and "--side-by-side" in text
+    # both checkpoint protocols, each run in its own folder; the papers' trains on every training image
+    assert f"runs/resnet18/lavid/val/seed0/" in text
+    if name != "waterbirds":  # LaViD's reference chooses on Waterbirds' own validation split, not on test
+        paper = "test-acc" if name == "dtd" else "test-loss"
+        assert f"runs/resnet18/lavid/{paper}/seed2/ --select-by {paper} --val-fraction 0" in text
     for control in ("--control random-codes", "--control shuffled", "--control gaussian"):
         assert control in text
 
@@ -43,3 +51,55 @@ def test_demo_makefile_dry_run(tmp_path):
     for run in ("ce", "lavid", "random-codes", "shuffled"):  # three seeds per row (issue 13)
         for seed in (0, 1, 2):
             assert f"--seed {seed}" in text and f"runs/{run}/seed{seed}" in text
+
+
+def test_paper_makefile_paper_numbers_on_the_rows(tmp_path):
+    text = dry_run(EXAMPLES / "cub", f"DATA={tmp_path}", f"WORK={tmp_path / 'work'}")
+    assert '--paper "lavid=70.15"' in text and '--paper "ce=63.07 (LaViD) / 53.83 (MaKD)"' in text
+
+
+def test_paper_makefile_backends_are_passable(tmp_path):
+    text = dry_run(EXAMPLES / "cub", f"DATA={tmp_path}", f"WORK={tmp_path / 'work'}", "GEN_LLM=gpt-4o", "GEN_BACKEND=openai",
+                   "GEN_API_BASE=http://api", "TEACHER_LLM=/m/qwen7b.gguf", "TEACHER_BACKEND=llama.cpp", "PROTOCOLS=val")
+    assert "gen-questions --llm gpt-4o --backend openai --api-base http://api --classes" in text
+    assert "extract --llm /m/qwen7b.gguf --backend llama.cpp  --prompt-layout lavid-reference" in text
+    assert "--select-by" not in text  # PROTOCOLS=val: the honest protocol alone
+
+
+def fake_lavid_repo(root, name="cub200", teacher="qwen2.5-7b_chat_50-5"):
+    (root / "questions" / name / "logits").mkdir(parents=True)
+    (root / "questions" / name / "chat_50-5.txt").write_text("What colour is the class?\n1. red\n2. blue\n")
+    (root / "questions" / name / "logits" / f"{teacher}.json").write_text("{}")
+    return root
+
+
+def test_paper_makefile_published_imports_questions_and_targets(tmp_path):
+    repo = fake_lavid_repo(tmp_path / "lavid")
+    text = dry_run(EXAMPLES / "cub", f"DATA={tmp_path}", f"WORK={tmp_path / 'work'}", f"PUBLISHED={repo}")
+    work, text = tmp_path / "work", " ".join(text.replace("\\\n", " ").split())  # recipe lines joined
+    assert f"makd import questions {repo}/questions/cub200/chat_50-5.txt --from lavid -o {work}/mcq.jsonl" in text
+    assert (f"makd import targets {repo}/questions/cub200/logits/qwen2.5-7b_chat_50-5.json --from lavid --classes "
+            f"{work}/lavid_classes.txt --questions {work}/mcq.jsonl --class-map {work}/class_map.json -o {work}/lavid_targets.h5"
+            ) in text
+    assert "--kind mcq" not in text and "extract --llm" not in text  # nothing generated or extracted for LaViD
+    assert "--kind yesno" in text and "extract --mllm internvl2-8b" in text  # MaKD publishes no questions: generated
+    assert "LaViD's published qwen2.5-7b_chat_50-5" in text
+
+
+def test_paper_makefile_published_caltech_and_missing_files(tmp_path):
+    repo = fake_lavid_repo(tmp_path / "lavid", "caltech101", "qwen2.5-72B_chat_50-5")
+    text = dry_run(EXAMPLES / "caltech101", f"DATA={tmp_path}", f"WORK={tmp_path / 'work'}", f"PUBLISHED={repo}")
+    assert "questions/caltech101/logits/qwen2.5-72B_chat_50-5.json" in text  # the one Caltech teacher LaViD publishes
+    assert 'echo \'{"Faces": "face", "Faces easy": "face"' in text
+    proc = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "dtd"), f"DATA={tmp_path}", f"WORK={tmp_path / 'w2'}", f"PUBLISHED={repo}"],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "questions/dtd/chat_50-5.txt does not exist" in proc.stderr
+
+
+def test_paper_makefile_published_waterbirds_needs_cub_species(tmp_path):
+    repo = fake_lavid_repo(tmp_path / "lavid", "waterbird")
+    proc = subprocess.run(["make", "-n", "-C", str(EXAMPLES / "waterbirds"), f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}",
+                           f"PUBLISHED={repo}"], capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "set CUB_DATA=" in proc.stderr
+    text = dry_run(EXAMPLES / "waterbirds", f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}", f"PUBLISHED={repo}", "CUB_DATA=/data/cub")
+    assert f"makd data classes cub:/data/cub -o {tmp_path / 'w'}/lavid_classes.txt" in text
