@@ -2,7 +2,9 @@
 
 Keys: format, format_version, arch (student name), num_classes, classes, image_size, in_chans,
 head ({"method", "extra_dim", "shape", "targets_kind", ...}), config (the train options), metrics,
-epoch, model (state dict) and, for resuming, optimizer, scheduler and rng states. No pickled code.
+epoch, selection (which epoch best.pt holds and by which --select-by protocol; optional, absent in
+runs from before it: "val"), model (state dict) and, for resuming, optimizer, scheduler and rng
+states. No pickled code.
 """
 
 from __future__ import annotations
