@@ -34,8 +34,8 @@ SIZE, Q = 64, 6
 SMALL = {"rois_per_image": 32, "proposals": 64}  # a cheap step on 64 px images
 
 
-def draw_coco(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, crowd: bool = True) -> Path:
-    """COCO's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/."""
+def draw_coco(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, crowd: bool = True, size: int = SIZE) -> Path:
+    """COCO's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/ (``size`` px squares)."""
     rng = np.random.default_rng(seed)
     ann_id = image_id = 0
     for split, n in (("train2017", n_train), ("val2017", n_val)):
@@ -43,11 +43,11 @@ def draw_coco(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, crow
         images, annotations = [], []
         for _ in range(n):
             image_id += 1
-            im = Image.fromarray(rng.integers(0, 90, (SIZE, SIZE, 3), dtype=np.uint8))
+            im = Image.fromarray(rng.integers(0, 90, (size, size, 3), dtype=np.uint8))
             pen = ImageDraw.Draw(im)
             for _ in range(int(rng.integers(1, 3))):
-                c, s = int(rng.integers(0, 3)), int(rng.integers(14, 26))
-                x, y = (int(v) for v in rng.integers(0, SIZE - s, 2))
+                c, s = int(rng.integers(0, 3)), int(rng.integers(14, 26) * size // SIZE)
+                x, y = (int(v) for v in rng.integers(0, size - s, 2))
                 box = [x, y, s, s] if c != 2 else [x, y + s // 3, s, s // 3]
                 if c == 1:
                     pen.ellipse([x, y, x + s, y + s], fill=COLOURS[c])
@@ -62,7 +62,7 @@ def draw_coco(root: Path, n_train: int = 12, n_val: int = 4, seed: int = 0, crow
                                     "area": 81, "iscrowd": 1})
             name = f"{image_id:012d}.jpg"
             im.save(root / split / name, quality=95)
-            images.append({"id": image_id, "file_name": name, "width": SIZE, "height": SIZE})
+            images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         (root / "annotations").mkdir(exist_ok=True)
         doc = {"images": images, "annotations": annotations, "categories": [{"id": i, "name": n} for i, n in CATEGORIES]}
         (root / "annotations" / f"instances_{split}.json").write_text(json.dumps(doc))
