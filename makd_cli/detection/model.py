@@ -11,6 +11,9 @@ multi-aspect logit loss"): one ``Linear(C5 channels, Q)`` on the global average 
 (512 channels for ResNet-18, 2048 for ResNet-50), pooled over each image's own area (not the padding
 that batches images of different sizes), so the backbone learns the MLLM's per-image answers the way
 MaKD's widened classifier head does. Its weights start at zero, as the classifier's extra outputs do.
+
+With bf16 autocast (``makd train`` on CUDA) the backbone and FPN run in bf16 and the RPN and box heads
+in fp32 (box coordinates).
 """
 
 from __future__ import annotations
@@ -69,8 +72,12 @@ class AspectDetector(nn.Module):
         batch, targets = d.transform(images, targets)
         body = d.backbone.body(batch.tensors)
         features = d.backbone.fpn(body)
-        proposals, rpn_losses = d.rpn(batch, features, targets)
-        detections, roi_losses = d.roi_heads(features, proposals, batch.image_sizes, targets)
+        # Under bf16 autocast (CUDA) only the backbone runs in bf16: the RPN and box heads decode box
+        # coordinates in their inputs' dtype, and bf16's 8 bits would put a box at 1000 px off by 4 px.
+        with torch.autocast(batch.tensors.device.type, enabled=False):
+            features = type(features)((k, v.float()) for k, v in features.items())
+            proposals, rpn_losses = d.rpn(batch, features, targets)
+            detections, roi_losses = d.roi_heads(features, proposals, batch.image_sizes, targets)
         aspect = None
         if self.aspect_head is not None:
             c5 = list(body.values())[-1]

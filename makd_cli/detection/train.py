@@ -70,8 +70,7 @@ def lr_factor(epoch: int, iteration: int, steps: list[int], warmup: int) -> floa
 
 
 def _check_options(cfg: TrainConfig) -> list[str]:
-    name, _, path = cfg.data.partition(":")
-    if name != "coco":
+    if cfg.data.partition(":")[0] != "coco":
         raise MakdError(f"--task detection reads COCO-format data: --data coco:PATH, not {cfg.data!r}")
     parts = [p.strip() for p in cfg.method.split("+") if p.strip()]
     if not parts or any(p not in METHODS for p in parts):
