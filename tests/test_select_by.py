@@ -108,6 +108,10 @@ def test_resumed_run_selects_as_an_uninterrupted_one(tiny_data, tmp_path, script
         train(cfg(tiny_data, tmp_path / "r", select_by="test-acc"))
     monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", real_end)
     assert load_checkpoint(tmp_path / "r" / "best.pt")["selection"]["epoch"] == 3  # 90 so far at epoch 3
+    from makd_cli.evaluate.protocols import protocol_label
+
+    assert protocol_label(load_checkpoint(tmp_path / "r" / "best.pt")) == "test-acc †"
+    assert protocol_label(load_checkpoint(tmp_path / "r" / "last.pt")) == "last epoch"  # epoch 4, not the chosen 3
     train(cfg(tiny_data, tmp_path / "r", select_by="test-acc", resume=True))
     assert load_checkpoint(tmp_path / "r" / "best.pt")["selection"]["epoch"] == 5  # the later 90, as uninterrupted
     assert held_epoch(tmp_path / "r" / "best.pt", scripted["weights"]) == 5

@@ -21,8 +21,8 @@ def protocol_label(ckpt: dict) -> str:
     """``val``, ``test-loss/5 †``, ``test-acc †``, ``latest`` (MoCo) or ``last epoch`` (a last.pt that is
     not the chosen epoch). Runs from before --select-by chose on validation."""
     sel = ckpt.get("selection") or {"by": "val", "every": 1}
-    if sel.get("epoch") is not None and "epoch" in ckpt and ckpt["epoch"] + 1 != sel["epoch"]:
-        return "last epoch"  # an unfinished run's last.pt: not the weights the protocol chose
+    if "selection" in ckpt and "epoch" in ckpt and ckpt["epoch"] + 1 != sel.get("epoch"):
+        return "last epoch"  # an unfinished run's last.pt (none chosen yet, or another epoch): not the protocol's weights
     label = sel["by"] + (f"/{sel['every']}" if sel.get("every", 1) != 1 else "")
     return f"{label} {TEST_MARK}" if sel.get("split") == "test" else label
 
