@@ -206,3 +206,17 @@ def test_side_by_side_table_puts_protocols_and_the_paper_on_one_row():
     assert len(lines) == 6 and "† checkpoint chosen on the test split" in lines[5]
     with pytest.raises(MakdError, match="--paper 'lavid': give RUN=NUMBER"):
         parse_paper(["lavid"])
+
+
+def test_test_protocols_need_a_class_head_scored_on_test():
+    from types import SimpleNamespace
+
+    from makd_cli.train.engine import Objective, fit
+
+    run = SimpleNamespace(info=None, device=None)
+    moco = Objective(model=torch.nn.Linear(1, 1), data=[], train_modules=[], step=None, keep="latest")
+    with pytest.raises(MakdError, match="keeps its latest epoch .* drop --select-by test-acc"):
+        fit(TrainConfig(data="x", out="y", method="lead-ssl", select_by="test-acc"), run, moco, None)
+    unscored = Objective(model=torch.nn.Linear(1, 1), data=[], train_modules=[], step=None)
+    with pytest.raises(MakdError, match="--select-by test-loss scores epochs on the test split"):
+        fit(TrainConfig(data="x", out="y", method="mine", select_by="test-loss"), run, unscored, None)
