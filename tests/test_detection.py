@@ -303,3 +303,20 @@ def test_coco_example_makefile_runs_table_7_with_controls(tmp_path):
     assert text.count("train --task detection") == 24 and "eval" in text and "results.md" in text
     missing = subprocess.run(["make", "-n", "-C", str(folder)], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "set DATA=" in missing.stderr
+
+
+@pytest.mark.slow  # two torchrun processes: about a minute
+def test_torchrun_two_processes_train_one_detector(coco_dir, tmp_path):
+    import subprocess
+    import sys
+
+    targets = aspect_targets(coco_dir, tmp_path / "t.h5")
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "makd_cli", "train", "--task", "detection",
+           "--data", f"coco:{coco_dir}", "--method", "makd", "--targets", str(targets), "--image-size", str(SIZE),
+           "--epochs", "1", "--batch-size", "4", "--lr", "0.005", "--device", "cpu", "-o", str(tmp_path / "run"), "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["epoch"] == 0 and math.isfinite(ckpt["history"][0]["train_makd"])
+    assert not any(k.startswith("module.") for k in ckpt["model"]) and "aspect_head.weight" in ckpt["model"]
