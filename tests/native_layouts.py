@@ -247,10 +247,11 @@ def make_mini_imagenet(root: Path, with_words: bool = False) -> Path:
 COCO_CATEGORIES = [(1, "person"), (3, "car"), (7, "train")]  # COCO's ids are not contiguous
 
 
-def make_coco(root: Path) -> Path:
+def make_coco(root: Path, whole_boxes: bool = False) -> Path:
     """coco/ in COCO's layout: annotations/instances_{train,val}2017.json, train2017/, val2017/.
     Train: 2 images per category (its largest box) plus one crowd-only image, which the
-    classification view leaves out; val: one image per category."""
+    classification view leaves out; val: one image per category. ``whole_boxes``: one box per
+    image, the whole 8x8 image (``coco-objects``: every object crop is a whole image)."""
     import json
 
     folder = root / "coco"
@@ -264,7 +265,8 @@ def make_coco(root: Path) -> Path:
                 write_image(folder / split / name, c)
                 images.append({"id": image_id, "file_name": name, "width": 8, "height": 8})
                 other = COCO_CATEGORIES[(c + 1) % 3][0]
-                for cat, box in ((cat_id, [1, 1, 6, 6]), (other, [0, 0, 2, 3])):
+                boxes = ((cat_id, [0, 0, 8, 8]),) if whole_boxes else ((cat_id, [1, 1, 6, 6]), (other, [0, 0, 2, 3]))
+                for cat, box in boxes:
                     ann_id += 1
                     annotations.append({"id": ann_id, "image_id": image_id, "category_id": cat, "bbox": box,
                                         "area": box[2] * box[3], "iscrowd": 0})
@@ -294,6 +296,7 @@ BUILDERS: dict[str, Callable[[Path], Path]] = {
     "waterbirds": make_waterbirds,
     "mini-imagenet": make_mini_imagenet,
     "coco": make_coco,
+    "coco-objects": lambda root: make_coco(root, whole_boxes=True),
 }
 
 # name -> (class names, train size, test size) that the registered reader should report.
@@ -309,6 +312,7 @@ EXPECTED: dict[str, tuple[list[str], int, int]] = {
     "waterbirds": (["landbird", "waterbird"], 8, 4),
     "mini-imagenet": (sorted(MINI_WNIDS.values()), 15, 3),  # a sixth of 6 per class is test
     "coco": (["person", "car", "train"], 6, 3),  # the crowd-only training image is left out
+    "coco-objects": (["person", "car", "train"], 6, 3),  # one object per image
 }
 
 

@@ -20,17 +20,21 @@ Two views of one dataset:
   asks its questions per image: the images that hold at least one object (the detector's training
   set, as torchvision's reference drops the rest), each labelled with the category of its largest
   object (what the per-class controls group images by).
+- ``coco-objects:PATH`` has one sample per training box instead, its crop labelled by its category
+  (sample id ``<image id>#<k>``): per-object aspect targets for the detector's object-level head.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from makd_cli.data.base import DatasetSplits, Split, file_loader
 from makd_cli.data.registry import register_dataset
@@ -190,6 +194,34 @@ def _classification_split(split: CocoSplit) -> Split:
         area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
         labels.append(int(split.labels[i][int(np.argmax(area))]) - 1)
     return Split([split.ids[i] for i in keep], labels, file_loader([split.paths[i] for i in keep]))
+
+
+OBJECT_SEP = "#"  # object sample ids: <image id>#<box position among the image's training boxes>
+
+
+def object_ids(split: CocoSplit, positions: list[int]) -> list[str]:
+    """Sample ids of the training boxes of images ``positions``, in order (``coco-objects``' ids)."""
+    return [f"{split.ids[k]}{OBJECT_SEP}{j}" for k in positions for j in range(len(split.boxes[k]))]
+
+
+def _object_split(split: CocoSplit) -> Split:
+    """One sample per training box: the box's crop of its image, labelled by its category."""
+    rows = [(k, j) for k in split.with_objects() for j in range(len(split.boxes[k]))]
+
+    def load(i: int) -> Image.Image:
+        k, j = rows[i]
+        x1, y1, x2, y2 = split.boxes[k][j].tolist()
+        with Image.open(split.paths[k]) as im:
+            return im.convert("RGB").crop((math.floor(x1), math.floor(y1), math.ceil(x2), math.ceil(y2)))
+
+    return Split(object_ids(split, split.with_objects()), [int(split.labels[k][j]) - 1 for k, j in rows], load)
+
+
+@register_dataset("coco-objects", help="the objects of a COCO-format set, one crop per box (per-object aspect targets: "
+                                       "makd extract --mllm ... --data coco-objects:PATH)")
+def load_coco_objects(root: Path | None, seed: int = 0) -> DatasetSplits:
+    ds = read_coco(root)
+    return DatasetSplits("coco-objects", list(ds.classes), _object_split(ds.train), _object_split(ds.val))
 
 
 @register_dataset("coco", help="COCO-format detection: annotations/instances_{train,val}2017.json + train2017/ val2017/, "
