@@ -5,7 +5,7 @@ on noise, tests/test_detection.py's drawer) through makd's own training path (en
 loader); the only difference is `--method ce` vs `--method makd` (Q aspect outputs on the pooled last
 backbone stage, BCE against random per-image targets). Runs alternate ce, makd, ce, makd, ... so a
 busy machine slows both alike; each run's first epoch warms up and the rest is timed (the engine's
-images_per_s). Prints images/s of each variant (mean over repeats) and the head's relative cost.
+epoch seconds). Prints images/s of each variant (median over repeats) and the head's relative cost.
 
     .venv/bin/python bench/detection_throughput.py [--student resnet18] [--image-size 256] [--images 8]
         [--batch-size 2] [--epochs 2] [--repeats 2] [--device cpu|cuda] [--coco-sampling]
@@ -40,7 +40,8 @@ def run(kind: str, coco: Path, targets: Path, out: Path, args) -> float:
                       lr=0.005, weight_decay=1e-4, image_size=args.image_size, device=args.device, workers=0, quiet=True,
                       extra=extra)
     history = train_runs(cfg)[0]["history"][1:]  # the first epoch warms up
-    return float(np.mean([r["images_per_s"] for r in history]))
+    per_epoch = args.images // args.batch_size * args.batch_size  # drop_last
+    return per_epoch * len(history) / sum(r["seconds"] for r in history)
 
 
 def main() -> None:
@@ -69,14 +70,16 @@ def main() -> None:
         for r in range(args.repeats):
             for kind in ("ce", "makd"):
                 speeds[kind].append(run(kind, coco, tmp / "t.h5", tmp / f"{kind}{r}", args))
-    ce, makd = np.mean(speeds["ce"]), np.mean(speeds["makd"])
-    print(json.dumps({"machine": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
+    ce, makd = np.median(speeds["ce"]), np.median(speeds["makd"])
+    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), platform.machine())
+    gpu = torch.cuda.get_device_name() if args.device.startswith("cuda") else None
+    print(json.dumps({"machine": gpu or cpu, "threads": torch.get_num_threads(),
                       "device": args.device, "student": args.student, "image_size": args.image_size,
                       "batch_size": args.batch_size, "sampling": "coco" if args.coco_sampling else "128 RoIs / 500 proposals",
-                      "questions": args.questions, "images_per_s": {k: [round(v, 2) for v in s] for k, s in speeds.items()},
+                      "questions": args.questions, "images_per_s": {k: [round(v, 3) for v in s] for k, s in speeds.items()},
                       "seconds": round(time.time() - t0, 1)}))
     print(f"{args.student} {args.image_size}px batch {args.batch_size} on {args.device}: without the aspect head {ce:.2f} img/s, "
-          f"with it (Q = {args.questions}) {makd:.2f} img/s; the head costs {100 * (1 - makd / ce):+.1f}% of the throughput")
+          f"with it (Q = {args.questions}) {makd:.2f} img/s; with/without {makd / ce:.3f}")
 
 
 if __name__ == "__main__":

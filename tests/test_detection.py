@@ -221,6 +221,30 @@ def test_train_resume_equals_uninterrupted_and_eval_gives_ap(coco_dir, tmp_path,
     assert md.exit_code == 0 and "| AP | AP50 | AP75 | APs | APm | APl |" in md.stdout
 
 
+def test_per_object_targets_train_the_head_on_each_boxs_roi_features(coco_dir, tmp_path):
+    objects = load_dataset(f"coco-objects:{coco_dir}")
+    ds = read_coco(coco_dir)
+    assert len(objects.train) == sum(len(b) for b in ds.train.boxes)  # one sample per training box
+    assert objects.train.ids[0] == "train2017/000000000001.jpg#0"
+    x1, y1, x2, y2 = ds.train.boxes[0][0].tolist()
+    assert objects.train.load(0).size == (math.ceil(x2) - math.floor(x1), math.ceil(y2) - math.floor(y1))
+    rng = np.random.default_rng(0)
+    write_targets(tmp_path / "obj.h5", Targets(kind="image_yesno", classes=list(objects.classes), question_ids=[f"q{i}" for i in range(Q)],
+                                                probs=rng.uniform(0.05, 0.95, (len(objects.train), Q)), images=objects.train.ids,
+                                                labels=objects.train.labels, teacher="test"))
+    cfg = config(coco_dir, tmp_path / "run", method="makd", targets=str(tmp_path / "obj.h5"), epochs=1)
+    assert det_train.aspect_level(cfg) == "object"
+    rec = train_runs(cfg)[0]["history"][0]
+    assert math.isfinite(rec["train_makd"]) and rec["train_makd"] > 0
+    ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
+    assert ckpt["head"]["aspect_level"] == "object" and ckpt["model"]["aspect_head.weight"].shape == (Q, 1024)
+
+    model = build_detector("resnet18", 3, Q, image_size=SIZE, **SMALL, aspect_level="object").train()
+    _, images, boxes = collate([DetectionData(ds.train, range(3), flip=False)[i] for i in range(3)])
+    _, aspect = model(images, boxes)
+    assert aspect.shape == (sum(len(b["boxes"]) for b in boxes), Q)  # a row per ground-truth box
+
+
 def test_targets_that_miss_training_images_are_one_line(coco_dir, tmp_path):
     targets = aspect_targets(coco_dir, tmp_path / "t.h5", drop=2)
     with pytest.raises(MakdError, match="lack 2 of the 12 training images") as e:

@@ -134,7 +134,8 @@ def evaluate_detection(path: str, ckpt: dict, data: str | None, split: str = "te
     def compute() -> list[dict]:
         sampling = ckpt["head"].get("sampling") or {}
         model = build_detector(ckpt["arch"], ckpt["num_classes"], int(ckpt["head"].get("extra_dim", 0)), None,
-                               cfg.get("image_size"), **sampling, frozen_norm=bool(cfg.get("pretrained")))
+                               cfg.get("image_size"), **sampling, frozen_norm=bool(cfg.get("pretrained")),
+                               aspect_level=ckpt["head"].get("aspect_level") or "image")
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError:

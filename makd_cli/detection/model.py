@@ -12,6 +12,13 @@ multi-aspect logit loss"): one ``Linear(C5 channels, Q)`` on the global average 
 that batches images of different sizes), so the backbone learns the MLLM's per-image answers the way
 MaKD's widened classifier head does. Its weights start at zero, as the classifier's extra outputs do.
 
+The per-object option (``aspect_level="object"``, chosen by targets extracted from ``--data
+coco-objects:PATH``): the head reads the box head's 1024-d RoI representation of each ground-truth
+box (RoIAlign on the FPN, then the two fully connected layers the box classifier reads), one row per
+object, trained against the MLLM's answers about that object's crop. Pooling the box itself rather
+than the proposals matched to it gives exactly one row per object; matched proposals overlap it by
+IoU >= 0.5 and read nearly the same features.
+
 With bf16 autocast (``makd train`` on CUDA) the backbone and FPN run in bf16 and the RPN and box heads
 in fp32 (box coordinates).
 """
@@ -26,6 +33,7 @@ from torch import Tensor, nn
 from makd_cli.errors import MakdError
 
 ARCHS = ("resnet18", "resnet50")
+ASPECT_LEVELS = ("image", "object")
 # COCO's 1x recipe: multi-scale training on the shorter side, 800 at test, longer side at most 1333.
 TRAIN_MIN_SIZES = (640, 672, 704, 736, 768, 800)
 TEST_MIN_SIZE, MAX_SIZE = 800, 1333
@@ -42,16 +50,22 @@ class AspectDetector(nn.Module):
     """A torchvision Faster R-CNN whose forward also returns the aspect logits (None without a head).
 
     Training: ``(losses dict, aspect logits)``; evaluation: ``(detections per image, aspect logits)``,
-    detections in the input images' coordinates with labels 1..C."""
+    detections in the input images' coordinates with labels 1..C. Aspect logits: one row per image,
+    or per ground-truth box at the object level (None when no boxes are given)."""
 
-    def __init__(self, detector: nn.Module, aspect_dim: int = 0):
+    def __init__(self, detector: nn.Module, aspect_dim: int = 0, aspect_level: str = "image"):
         super().__init__()
+        if aspect_level not in ASPECT_LEVELS:
+            raise MakdError(f"aspect level {aspect_level!r}: choose {' or '.join(ASPECT_LEVELS)}")
         self.detector = detector
-        self.aspect_dim = aspect_dim
+        self.aspect_dim, self.aspect_level = aspect_dim, aspect_level
         self.aspect_head = None
         if aspect_dim:
-            c5 = detector.backbone.fpn.inner_blocks[-1][0].in_channels
-            self.aspect_head = nn.Linear(c5, aspect_dim)
+            if aspect_level == "image":
+                width = detector.backbone.fpn.inner_blocks[-1][0].in_channels  # the last stage, C5
+            else:
+                width = detector.roi_heads.box_head.fc7.out_features  # the box head's RoI representation
+            self.aspect_head = nn.Linear(width, aspect_dim)
             nn.init.zeros_(self.aspect_head.weight)
             nn.init.zeros_(self.aspect_head.bias)
 
@@ -78,8 +92,12 @@ class AspectDetector(nn.Module):
             features = type(features)((k, v.float()) for k, v in features.items())
             proposals, rpn_losses = d.rpn(batch, features, targets)
             detections, roi_losses = d.roi_heads(features, proposals, batch.image_sizes, targets)
-        aspect = None
-        if self.aspect_head is not None:
+            aspect = None
+            if self.aspect_head is not None and self.aspect_level == "object" and targets is not None:
+                # one row per ground-truth box, images in batch order: the RoI features of the box itself
+                rois = d.roi_heads.box_roi_pool(features, [t["boxes"] for t in targets], batch.image_sizes)
+                aspect = self.aspect_head(d.roi_heads.box_head(rois))
+        if self.aspect_head is not None and self.aspect_level == "image":
             c5 = list(body.values())[-1]
             aspect = self.aspect_head(self.pooled_c5(c5, batch.image_sizes, tuple(batch.tensors.shape[-2:])))
         if self.training:
@@ -89,7 +107,7 @@ class AspectDetector(nn.Module):
 
 def build_detector(arch: str, num_classes: int, aspect_dim: int = 0, pretrained: str | None = None,
                    image_size: int | None = None, rois_per_image: int = 512, proposals: int = 2000,
-                   frozen_norm: bool | None = None) -> AspectDetector:
+                   frozen_norm: bool | None = None, aspect_level: str = "image") -> AspectDetector:
     """Faster R-CNN + FPN for ``num_classes`` object classes (the background is added here).
 
     ``rois_per_image`` (RoIs sampled per image for the box head's loss, Detectron2's 512) and
@@ -113,5 +131,5 @@ def build_detector(arch: str, num_classes: int, aspect_dim: int = 0, pretrained:
     detector = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=train_sizes, max_size=max_size,
                           box_batch_size_per_image=rois_per_image, rpn_post_nms_top_n_train=proposals,
                           rpn_pre_nms_top_n_train=proposals)
-    return AspectDetector(detector, aspect_dim)
+    return AspectDetector(detector, aspect_dim, aspect_level)
 

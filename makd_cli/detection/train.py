@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from makd_cli.data import load_dataset
-from makd_cli.data.coco import read_coco
+from makd_cli.data.coco import OBJECT_SEP, read_coco
 from makd_cli.detection import SCHEDULE_1X
 from makd_cli.detection.data import DetectionData, collate
 from makd_cli.detection.model import build_detector, image_sizes
@@ -69,6 +69,20 @@ def lr_factor(epoch: int, iteration: int, steps: list[int], warmup: int) -> floa
     return decay_factor * (WARMUP_FACTOR * (1 - a) + a)
 
 
+ASPECT_HEADS = {"image": "linear on the mean of the last backbone stage",
+                "object": "linear on the box head's RoI features of each ground-truth box"}
+
+
+def aspect_level(cfg: TrainConfig) -> str:
+    """``object`` when ``--targets`` holds per-object answers (``--data coco-objects:PATH``), else ``image``."""
+    if not cfg.targets:
+        return "image"
+    from makd_cli.formats.targets import read_targets
+
+    images = read_targets(cfg.targets).images or []
+    return "object" if images and images[0].rpartition(OBJECT_SEP)[2].isdigit() else "image"
+
+
 def _check_options(cfg: TrainConfig) -> list[str]:
     if cfg.data.partition(":")[0] != "coco":
         raise MakdError(f"--task detection reads COCO-format data: --data coco:PATH, not {cfg.data!r}")
@@ -110,14 +124,16 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     _check_options(cfg)
     out, last_path, best_path = run_paths(cfg)
     coco = read_coco(cfg.data.partition(":")[2] or None)
-    view = load_dataset(cfg.data, seed=cfg.seed)  # the per-image ids the targets are keyed by
-    positions = coco.train.with_objects()  # the images view.train holds, in its order
-    targets = _load_targets(cfg, coco.classes, view.train) if "makd" in cfg.method.split("+") or cfg.targets else None
+    positions = coco.train.with_objects()  # the training images, in the order of the datasets' views
+    level = aspect_level(cfg)
+    # the samples the targets are keyed by: the images (coco:PATH), or their boxes (coco-objects:PATH)
+    samples = load_dataset(f"coco{'-objects' if level == 'object' else ''}:{cfg.data.partition(':')[2]}", seed=cfg.seed).train
+    targets = _load_targets(cfg, coco.classes, samples) if "makd" in cfg.method.split("+") or cfg.targets else None
     if targets is not None and targets.kind != "image_yesno":
         raise MakdError(f"--task detection learns per-image answers (image_yesno targets from `makd extract --mllm ... "
                         f"--data {cfg.data}`), but {cfg.targets} holds {targets.kind}")
-    ctx = MethodContext(num_classes=len(coco.classes), targets=targets, train_ids=view.train.ids,
-                        train_labels=view.train.labels, weight=cfg.aux_weight, epochs=cfg.epochs,
+    ctx = MethodContext(num_classes=len(coco.classes), targets=targets, train_ids=samples.ids,
+                        train_labels=samples.labels, weight=cfg.aux_weight, epochs=cfg.epochs,
                         options={"aspect_loss": cfg.aspect_loss, **{k: v for k, v in cfg.extra.items() if k not in SAMPLING}})
     terms = [t.to(device) for t in build_terms(cfg.method, ctx)]
     if targets is not None and not terms:
@@ -126,7 +142,8 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
     sampling = {k: int(cfg.extra.get(k, d)) for k, d in SAMPLING.items()}  # Python API only (TrainConfig.extra)
-    model = build_detector(cfg.student, len(coco.classes), aspect_dim, cfg.pretrained, cfg.image_size, **sampling).to(device)
+    model = build_detector(cfg.student, len(coco.classes), aspect_dim, cfg.pretrained, cfg.image_size, **sampling,
+                           aspect_level=level).to(device)
     step_model = model
     if info.enabled:
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
@@ -152,7 +169,8 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     head = {
         "task": TASK, "method": cfg.method, "extra_dim": aspect_dim, "terms": [t.head_info() for t in terms],
         "slices": {t.name: [0, t.extra_dim] for t in terms if t.extra_dim},
-        "aspect_head": "linear on the mean of the last backbone stage" if aspect_dim else None,
+        "aspect_level": level if aspect_dim else None,
+        "aspect_head": (ASPECT_HEADS[level] if aspect_dim else None),
         "targets_kind": targets.kind if targets is not None else None,
         "question_ids": list(targets.question_ids) if targets is not None else [],
         "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
@@ -168,6 +186,15 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     if info.main:
         out.mkdir(parents=True, exist_ok=True)
     counter = {"epoch": -1, "i": 0}
+    # object level: the targets' row of box j of training image i is first_box[i] + j
+    counts = torch.tensor([len(coco.train.boxes[k]) for k in positions])
+    first_box = torch.cumsum(counts, 0) - counts
+
+    def aspect_rows(indices):
+        if level == "image":
+            return indices
+        idx = indices.cpu()
+        return torch.cat([torch.arange(int(first_box[i]), int(first_box[i] + counts[i])) for i in idx]).to(indices.device)
 
     def step(batch, epoch):
         indices, images, boxes = batch
@@ -184,7 +211,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         parts = {name[5:]: value.float() for name, value in losses.items()}
         loss = sum(parts.values())
         for t in terms:
-            parts[t.name] = t.loss(None, aspect.float(), Batch(None, None, indices, epoch))
+            parts[t.name] = t.loss(None, aspect.float(), Batch(None, None, aspect_rows(indices), epoch))
             loss = loss + parts[t.name]
         return loss, {name: value.item() for name, value in parts.items()}
 
