@@ -128,7 +128,8 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     level = aspect_level(cfg)
     # the samples the targets are keyed by: the images (coco:PATH), or their boxes (coco-objects:PATH)
     samples = load_dataset(f"coco{'-objects' if level == 'object' else ''}:{cfg.data.partition(':')[2]}", seed=cfg.seed).train
-    targets = _load_targets(cfg, coco.classes, samples) if "makd" in cfg.method.split("+") or cfg.targets else None
+    wants_targets = "makd" in cfg.method.split("+") or cfg.targets or cfg.control  # --control alone: one line there
+    targets = _load_targets(cfg, coco.classes, samples) if wants_targets else None
     if targets is not None and targets.kind != "image_yesno":
         raise MakdError(f"--task detection learns per-image answers (image_yesno targets from `makd extract --mllm ... "
                         f"--data {cfg.data}`), but {cfg.targets} holds {targets.kind}")
