@@ -233,6 +233,9 @@ def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: i
 
 
 def student_from_checkpoint(ckpt: dict) -> StudentNet:
+    if ckpt.get("task") == "detection":  # a detector's weights are no classifier's: say so, not "damaged"
+        raise MakdError("the checkpoint is a detector (makd train --task detection): `makd eval` gives its COCO AP "
+                        "and `makd inspect --view curves` its losses; other views and teachers need a classifier")
     model = build_student(ckpt["arch"], ckpt["num_classes"], int(ckpt["head"].get("extra_dim", 0)), int(ckpt.get("image_size", 224)))
     try:
         model.load_state_dict(ckpt["model"])
