@@ -92,3 +92,29 @@ def test_kd_family_trains_a_few_epochs(teacher_world, method, extra):
     first = 1 if method == "dkd" else 0
     assert losses[-1] < losses[first], losses
     assert result["history"][-1][f"train_{method}"] > 0
+
+
+def test_two_view_mlkd_resumes_bit_identically(teacher_world, monkeypatch):
+    # RandAugment draws from torch's generator, which the loop reseeds per epoch (and per loader worker)
+    from makd_cli.formats.checkpoint import load_checkpoint
+    from makd_cli.train import progress as progress_mod
+
+    data, root = teacher_world
+    common = dict(data=str(data), method="mlkd", teacher_ckpt=str(root / "teacher" / "best.pt"), student="small_cnn",
+                  epochs=3, batch_size=8, lr=0.005, quiet=True, device="cpu", workers=1, image_size=32)
+    train(TrainConfig(out=str(root / "full"), **common))
+    real_end = progress_mod.TrainProgress.end_epoch
+
+    def killed_after_epoch_2(self, record):
+        real_end(self, record)
+        if record["epoch"] == 2:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", killed_after_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        train(TrainConfig(out=str(root / "cut"), **common))
+    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", real_end)
+    train(TrainConfig(out=str(root / "cut"), resume=True, **common))
+    a, b = load_checkpoint(root / "full" / "last.pt"), load_checkpoint(root / "cut" / "last.pt")
+    assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
