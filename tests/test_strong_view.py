@@ -36,7 +36,8 @@ def test_cutout_is_a_grey_square_where_the_draws_put_it():
         torch.manual_seed(seed)
         out = np.asarray(RandAugment(n=0)(img))  # no ops: only the Cutout
         torch.manual_seed(seed)
-        side, x, y = (float(torch.rand(())) * 0.5 * 40, float(torch.rand(())) * 40, float(torch.rand(())) * 40)
+        # the code's centre: np.random.uniform(w) = uniform(low=w, high=1), so between 1 and w
+        side, x, y = (float(torch.rand(())) * 0.5 * 40, 1 + float(torch.rand(())) * 39, 1 + float(torch.rand(())) * 39)
         x0, y0 = int(max(0, x - side / 2)), int(max(0, y - side / 2))
         x1, y1 = min(40, x0 + side), min(40, y0 + side)
         inside = np.zeros((40, 40), bool)

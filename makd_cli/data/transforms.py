@@ -50,7 +50,7 @@ RANDAUGMENT_OPS = (
     (lambda img, v: ImageEnhance.Sharpness(img).enhance(v), 0.05, 0.95),
     (lambda img, v: _affine(img, (1, v, 0, 0, 1, 0)), -0.3, 0.3),  # shear x
     (lambda img, v: _affine(img, (1, 0, 0, v, 1, 0)), -0.3, 0.3),  # shear y
-    (lambda img, v: ImageOps.solarize(img, int(v)), 0, 256),
+    (lambda img, v: ImageOps.solarize(img, v), 0, 256),
     (lambda img, v: _affine(img, (1, 0, v * img.size[0], 0, 1, 0)), -0.3, 0.3),  # translate x
     (lambda img, v: _affine(img, (1, 0, 0, 0, 1, v * img.size[1])), -0.3, 0.3),  # translate y
 )
@@ -73,7 +73,8 @@ class RandAugment:
         if side <= 0:
             return img
         w, h = img.size
-        x0, y0 = int(max(0, _uniform(0, w) - side / 2)), int(max(0, _uniform(0, h) - side / 2))
+        # The code's centre is np.random.uniform(w), i.e. uniform(low=w, high=1): between 1 and w.
+        x0, y0 = int(max(0, _uniform(1, w) - side / 2)), int(max(0, _uniform(1, h) - side / 2))
         img = img.copy()
         ImageDraw.Draw(img).rectangle((x0, y0, min(w, x0 + side), min(h, y0 + side)), CUTOUT_FILL)
         return img
