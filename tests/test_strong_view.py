@@ -119,3 +119,40 @@ def test_two_view_mlkd_resumes_bit_identically(teacher_world, monkeypatch):
     a, b = load_checkpoint(root / "full" / "last.pt"), load_checkpoint(root / "cut" / "last.pt")
     assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_the_loop_feeds_mlkd_both_views_and_weighs_ce(teacher_world, monkeypatch, tmp_path):
+    # Deterministic views (weak: as is; strong: mirrored) and one batch of every image: the logged CE and
+    # MLKD parts of the epoch are then the reference formulas on the initial student's logits.
+    import makd_cli.train.loop as loop
+    from makd_cli.data import load_dataset
+    from makd_cli.data.transforms import MEAN, STD, TorchSplit
+    from makd_cli.formats.checkpoint import load_checkpoint
+    from makd_cli.students import build_student, student_from_checkpoint
+    from makd_cli.train.engine import seed_everything
+
+    from test_losses import mlkd_reference_numpy
+
+    weak = T.Compose([T.ToTensor(), T.Normalize(MEAN, STD)])
+    strong = T.Compose([T.RandomHorizontalFlip(p=1.0), T.ToTensor(), T.Normalize(MEAN, STD)])
+    monkeypatch.setattr(loop, "train_transform", lambda size, native=None: weak)
+    monkeypatch.setattr(loop, "strong_train_transform", lambda size, native=None: strong)
+    data, root = teacher_world
+    split = load_dataset(str(data)).train
+    result = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), method="mlkd", teacher_ckpt=str(root / "teacher" / "best.pt"),
+                               student="small_cnn", epochs=1, batch_size=len(split), lr=0.0, quiet=True, val_fraction=0.0,
+                               device="cpu", workers=0, image_size=32, extra={"logit_standardize": True}))
+    record = result["history"][0]
+
+    seed_everything(0)  # the loop's initial weights
+    student = build_student("small_cnn", 3, 0, 32).train()  # train mode: batch statistics, as in the step
+    teacher = student_from_checkpoint(load_checkpoint(root / "teacher" / "best.pt"))
+    labels = torch.as_tensor(split.labels)
+    with torch.no_grad():
+        views = [torch.stack([tf(split.load(i)) for i in range(len(split))]) for tf in (weak, strong)]
+        (sw, _), (ss, _) = student(views[0]), student(views[1])
+        tw, ts = teacher(views[0])[0], teacher(views[1])[0]
+    ce = 0.5 * (torch.nn.functional.cross_entropy(sw, labels) + torch.nn.functional.cross_entropy(ss, labels)).item()
+    assert record["train_ce"] == pytest.approx(ce, rel=1e-4)
+    want = mlkd_reference_numpy(*(x.double().numpy() for x in (sw, tw, ss, ts)), 1.0, 0.5, True)
+    assert record["train_mlkd"] == pytest.approx(want, rel=1e-4)
