@@ -310,11 +310,11 @@ def test_kd_weights_and_the_ce_weight_of_a_combination():
         (k,) = _terms("kd", **opts)
         want = w * kl_rows(softmax(tt.numpy(), T), softmax(s.numpy(), T)).mean() * T * T
         assert k.loss(s, torch.zeros(5, 0), batch).item() == pytest.approx(want, rel=1e-10)
-    # --aux-weight is the same weight: equal values agree, different ones are one line
-    (k,) = build_terms("kd", MethodContext(num_classes=3, weight=0.9, options={"kd_weight": 0.9}))
+    # --aux-weight sets the weight too, unless --kd-weight is given (LaViD + MLKD: lavid 40, mlkd 0.5)
+    (k,) = build_terms("kd", MethodContext(num_classes=3, weight=0.9))
     assert k.weight == 0.9
-    with pytest.raises(MakdError, match="disagree"):
-        build_terms("kd", MethodContext(num_classes=3, weight=2.0, options={"kd_weight": 0.9}))
+    (k,) = build_terms("kd", MethodContext(num_classes=3, weight=2.0, options={"kd_weight": 0.9}))
+    assert k.weight == 0.9
     assert ce_weight_of([]) == 1.0 and ce_weight_of(_terms("kd")) == 0.5 and ce_weight_of(_terms("dkd")) == 1.0
     with pytest.raises(MakdError, match="--kd-ce-weight"):
         ce_weight_of(_terms("kd+dkd"))

@@ -26,7 +26,8 @@ KD_OPTIONS = (
     Option("kd-temperature", float, None, "Distillation temperature T (default: kd 1 and mlkd 1, as LaViD's fine-grained "
                                           "runs; dkd 4; mdistiller's KD uses 4)."),
     Option("kd-weight", float, None, "Weight of the distillation loss (default: kd 0.5 and mlkd 0.5, as LaViD; dkd 1; "
-                                     "mdistiller's KD uses 0.9); the same as --aux-weight.", min=0),
+                                     "mdistiller's KD uses 0.9); --aux-weight sets it too unless this is given, so "
+                                     "`--method lavid+mlkd --aux-weight 40 --kd-weight 0.5` weighs LaViD 40, MLKD 0.5.", min=0),
     Option("kd-ce-weight", float, None, "Weight of CE on the labels (default: kd 0.5 and mlkd 0.5 on each view, as LaViD; "
                                         "dkd 1; mdistiller's KD uses 0.1).", min=0),
     LOGIT_STANDARDIZE,
@@ -51,9 +52,7 @@ class TeacherTerm(MethodTerm):
         if self.temperature <= 0:
             raise MakdError(f"--kd-temperature must be positive, not {self.temperature}")
         kd_weight = opts.get("kd_weight")
-        if kd_weight is not None and ctx.weight is not None and float(kd_weight) != float(ctx.weight):
-            raise MakdError(f"--method {self.name}: --kd-weight {kd_weight} and --aux-weight {ctx.weight} disagree; give one")
-        if kd_weight is not None:
+        if kd_weight is not None:  # wins over --aux-weight: `lavid+mlkd --aux-weight 40 --kd-weight 0.5` weighs each
             self.weight = float(kd_weight)
         ce = opts.get("kd_ce_weight")
         self.ce_weight = float(ce) if ce is not None else self.default_ce_weight
