@@ -221,6 +221,7 @@ def test_train_resume_equals_uninterrupted_and_eval_gives_ap(coco_dir, tmp_path,
     assert md.exit_code == 0 and "| AP | AP50 | AP75 | APs | APm | APl |" in md.stdout
 
 
+@pytest.mark.slow  # one short training run: about 10 s
 def test_per_object_targets_train_the_head_on_each_boxs_roi_features(coco_dir, tmp_path):
     objects = load_dataset(f"coco-objects:{coco_dir}")
     ds = read_coco(coco_dir)
