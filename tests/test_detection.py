@@ -345,3 +345,21 @@ def test_torchrun_two_processes_train_one_detector(coco_dir, tmp_path):
     ckpt = load_checkpoint(tmp_path / "run" / "last.pt")
     assert ckpt["epoch"] == 0 and math.isfinite(ckpt["history"][0]["train_makd"])
     assert not any(k.startswith("module.") for k in ckpt["model"]) and "aspect_head.weight" in ckpt["model"]
+
+
+def test_pretrained_weights_file_fills_the_backbone_and_freezes_its_norm(tmp_path):
+    import torchvision
+    from torchvision.ops.misc import FrozenBatchNorm2d
+
+    resnet = torchvision.models.resnet18(weights=None)
+    with torch.no_grad():
+        resnet.bn1.running_mean.uniform_()
+    torch.save(resnet.state_dict(), tmp_path / "r18.pth")
+    model = build_detector("resnet18", 3, 0, pretrained=str(tmp_path / "r18.pth"), image_size=SIZE)
+    body = model.detector.backbone.body
+    assert torch.equal(body.conv1.weight, resnet.conv1.weight) and torch.equal(body.layer4[1].conv2.weight, resnet.layer4[1].conv2.weight)
+    assert isinstance(body.bn1, FrozenBatchNorm2d) and torch.equal(body.bn1.running_mean, resnet.bn1.running_mean)
+    assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad  # Detectron2's FREEZE_AT 2
+    assert body.layer2[0].conv1.weight.requires_grad
+    with pytest.raises(MakdError, match="resnet18 or resnet50"):
+        build_detector("vit_b_16", 3)
