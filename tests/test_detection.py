@@ -320,12 +320,12 @@ def test_coco_example_makefile_runs_table_7_with_controls(tmp_path):
     assert proc.returncode == 0, proc.stderr
     text = proc.stdout
     assert "extract --mllm internvl2-8b" in text and f"--data coco:{tmp_path}" in text and "--select 50" in text
-    for student in ("resnet18", "resnet50"):
+    for student in ("mobilenet_v2", "resnet18", "resnet50"):
         for run in ("ce", "makd", "makd.random-codes", "makd.shuffled"):
             for seed in (0, 1, 2):
                 assert f"--student {student} --method {run.split('.')[0]} --seed {seed} -o {tmp_path}/w/runs/{student}/{run}/seed{seed}/" in text
-    assert text.count("--control random-codes") == 6 and text.count("--control shuffled") == 6
-    assert text.count("train --task detection") == 24 and "eval" in text and "results.md" in text
+    assert text.count("--control random-codes") == 9 and text.count("--control shuffled") == 9
+    assert text.count("train --task detection") == 36 and "eval" in text and "results.md" in text
     missing = subprocess.run(["make", "-n", "-C", str(folder)], capture_output=True, text=True, timeout=60)
     assert missing.returncode != 0 and "set DATA=" in missing.stderr
 
@@ -361,5 +361,10 @@ def test_pretrained_weights_file_fills_the_backbone_and_freezes_its_norm(tmp_pat
     assert isinstance(body.bn1, FrozenBatchNorm2d) and torch.equal(body.bn1.running_mean, resnet.bn1.running_mean)
     assert not body.conv1.weight.requires_grad and not body.layer1[0].conv1.weight.requires_grad  # Detectron2's FREEZE_AT 2
     assert body.layer2[0].conv1.weight.requires_grad
-    with pytest.raises(MakdError, match="resnet18 or resnet50"):
+    with pytest.raises(MakdError, match="resnet50 or mobilenet_v2"):
         build_detector("vit_b_16", 3)
+    net = torchvision.models.mobilenet_v2(weights=None)
+    torch.save(net.state_dict(), tmp_path / "mv2.pth")
+    mv2 = build_detector("mobilenet_v2", 3, Q, pretrained=str(tmp_path / "mv2.pth"), image_size=SIZE)
+    assert torch.equal(mv2.detector.backbone.body["0"][0].weight, net.features[0][0].weight)
+    assert mv2.aspect_head.in_features == 320 and not mv2.detector.backbone.body["3"].conv[0][0].weight.requires_grad

@@ -1,14 +1,15 @@
 """Faster R-CNN + FPN (torchvision) with MaKD's aspect head on the backbone's pooled features.
 
 ``build_detector("resnet50", ...)`` is torchvision's ``fasterrcnn_resnet50_fpn`` (v1) assembled from its
-parts, and ``"resnet18"`` the same detector on a ResNet-18 FPN backbone (``resnet_fpn_backbone``), the
-two students of MaKD's Table 7. As in torchvision's builders: with ImageNet weights (``--pretrained``)
+parts, ``"resnet18"`` the same detector on a ResNet-18 FPN backbone (``resnet_fpn_backbone``) and
+``"mobilenet_v2"`` on MobileNet-V2's blocks at strides 4-32 (24, 32, 96, 320 channels) under the same
+FPN: the three students of MaKD's Table 7. As in torchvision's builders: with ImageNet weights (``--pretrained``)
 the backbone's batch norm is frozen and its first two stages stay fixed (3 trainable stages, Detectron2's
 FREEZE_AT 2); from random weights every stage trains with ordinary batch norm.
 
 The aspect head (makd.txt section 4: "we add features to the backbone network ... and apply a
-multi-aspect logit loss"): one ``Linear(C5 channels, Q)`` on the global average of the last ResNet stage
-(512 channels for ResNet-18, 2048 for ResNet-50), pooled over each image's own area (not the padding
+multi-aspect logit loss"): one ``Linear(C5 channels, Q)`` on the global average of the last backbone
+stage (512 channels for ResNet-18, 2048 for ResNet-50, 320 for MobileNet-V2), pooled over each image's own area (not the padding
 that batches images of different sizes), so the backbone learns the MLLM's per-image answers the way
 MaKD's widened classifier head does. Its weights start at zero, as the classifier's extra outputs do.
 
@@ -32,7 +33,9 @@ from torch import Tensor, nn
 
 from makd_cli.errors import MakdError
 
-ARCHS = ("resnet18", "resnet50")
+ARCHS = ("resnet18", "resnet50", "mobilenet_v2")
+# MobileNet-V2's FPN inputs: the last block of each stride (4, 8, 16, 32), as Detectron2's MobileNetV2-FPN
+MV2_STAGES, MV2_CHANNELS = {"3": "0", "6": "1", "13": "2", "17": "3"}, [24, 32, 96, 320]
 ASPECT_LEVELS = ("image", "object")
 # COCO's 1x recipe: multi-scale training on the shorter side, 800 at test, longer side at most 1333.
 TRAIN_MIN_SIZES = (640, 672, 704, 736, 768, 800)
@@ -117,15 +120,28 @@ def build_detector(arch: str, num_classes: int, aspect_dim: int = 0, pretrained:
     from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
     from torchvision.ops.misc import FrozenBatchNorm2d
 
+    from makd_cli.students.build import load_pretrained
+
     if arch not in ARCHS:
-        raise MakdError(f"--task detection builds Faster R-CNN + FPN on {' or '.join(ARCHS)}, not {arch!r}; pass --student resnet18 or resnet50")
+        raise MakdError(f"--task detection builds Faster R-CNN + FPN on {', '.join(ARCHS)}, not {arch!r}; pass --student "
+                        "resnet18, resnet50 or mobilenet_v2")
     frozen = bool(pretrained) if frozen_norm is None else frozen_norm  # a checkpoint is rebuilt as it was trained
     norm = FrozenBatchNorm2d if frozen else nn.BatchNorm2d
-    backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=norm, trainable_layers=3 if frozen else 5)
-    if pretrained:
-        from makd_cli.students.build import load_pretrained
+    if arch == "mobilenet_v2":
+        from torchvision.models import mobilenet_v2
+        from torchvision.models.detection.backbone_utils import BackboneWithFPN
 
-        load_pretrained(backbone.body, pretrained, arch)  # ResNet key names: conv1, layer1, ... (timm and torchvision alike)
+        net = mobilenet_v2(weights=None, norm_layer=norm)
+        if pretrained:
+            load_pretrained(net, pretrained, arch)  # torchvision's key names: features.N...
+        if frozen:  # the stem and the stride-4 stage stay fixed, as FREEZE_AT 2 for the ResNets
+            for p in net.features[:4].parameters():
+                p.requires_grad_(False)
+        backbone = BackboneWithFPN(net.features, MV2_STAGES, MV2_CHANNELS, 256)
+    else:
+        backbone = resnet_fpn_backbone(backbone_name=arch, weights=None, norm_layer=norm, trainable_layers=3 if frozen else 5)
+        if pretrained:
+            load_pretrained(backbone.body, pretrained, arch)  # ResNet key names: conv1, layer1, ... (timm and torchvision alike)
     train_sizes, _, max_size = image_sizes(image_size)
     # torchvision's transform draws the training size from min_size and tests at its last entry (800).
     detector = FasterRCNN(backbone, num_classes=num_classes + 1, min_size=train_sizes, max_size=max_size,
