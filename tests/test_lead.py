@@ -470,7 +470,9 @@ def test_cli_lead_pipeline(clip_dir, tmp_path):
     r = runner.invoke(app, ["train", "--method", "lead", "-o", str(tmp_path / "lead"), *common])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["train", "--method", "lead-ssl", "-o", str(tmp_path / "ssl"), "--moco-queue", "12", "--moco-dim", "8",
-                            "--val-fraction", "0", *common])
+                            *common])
+    assert isinstance(r.exception, MakdError) and "--moco-dim 8: with --lead-student text" in str(r.exception)
+    r = runner.invoke(app, ["train", "--method", "lead-ssl", "-o", str(tmp_path / "ssl"), "--moco-queue", "12", *common])
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["eval", str(tmp_path / "ssl"), str(tmp_path / "lead"), "--probe", "--probe-epochs", "3",
                             "--device", "cpu", "--json"])

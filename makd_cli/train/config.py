@@ -55,7 +55,7 @@ class TrainConfig:
     moco_queue: int = 65536
     moco_momentum: float = 0.999
     moco_temperature: float = 0.2
-    moco_dim: int = 128  # output of the projection MLP
+    moco_dim: int | None = None  # output of the projection MLP; None: 128, or the description embeddings' width (--lead-student text)
     extra: dict = field(default_factory=dict)  # options the chosen plug-ins declare, by key (dkd_alpha, ...)
 
     def __post_init__(self):

@@ -243,7 +243,7 @@ def _check_options(cfg: TrainConfig) -> None:
         raise MakdError(f"--moco-momentum must be in [0, 1), not {cfg.moco_momentum}")
     if cfg.moco_temperature <= 0:
         raise MakdError(f"--moco-temperature must be positive, not {cfg.moco_temperature}")
-    if cfg.moco_dim < 1 or cfg.moco_queue < 1:
+    if (cfg.moco_dim is not None and cfg.moco_dim < 1) or cfg.moco_queue < 1:
         raise MakdError("--moco-dim and --moco-queue must be at least 1")
     if cfg.control:
         raise MakdError("--control is not supported with --method lead-ssl")
@@ -327,7 +327,10 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     model = build_student(cfg.student, C, 0, size, cfg.pretrained).to(device)
     features = model.fc.in_features
     # --lead-student text: the projection lives in CLIP's embedding space, so its width is the embeddings'
-    proj_dim = text_emb.shape[1] if student_kind == "text" else cfg.moco_dim
+    proj_dim = text_emb.shape[1] if student_kind == "text" else (cfg.moco_dim or 128)
+    if student_kind == "text" and cfg.moco_dim not in (None, proj_dim):
+        raise MakdError(f"--moco-dim {cfg.moco_dim}: with --lead-student text the projection lives in CLIP's embedding space, "
+                        f"{proj_dim} wide in {cfg.targets}; leave --moco-dim out or pass --lead-student head")
     proj = ProjectionHead(features, features, proj_dim).to(device)
     key_backbone, key_proj = copy.deepcopy(model.backbone), copy.deepcopy(proj)
     for p in list(key_backbone.parameters()) + list(key_proj.parameters()):

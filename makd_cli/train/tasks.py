@@ -52,8 +52,9 @@ TASKS.add("moco", Task(_moco, ("lead-ssl",)), "LEAD's self-supervised MoCo v2 wi
                                           "sees a batch shuffled across the processes (MoCo's shuffle-BN); one process has no "
                                           "such shuffle.", min=0, max=1),
     Option("moco-temperature", float, 0.2, "--method lead-ssl: InfoNCE temperature.", min=0),
-    Option("moco-dim", int, 128, "--method lead-ssl: output width of the projection MLP (with --lead-student text it is "
-                                 "the width of the description embeddings instead, 512 for CLIP ViT-B/16 as in the public code).", min=1),
+    Option("moco-dim", int, None, "--method lead-ssl: output width of the projection MLP (default 128; with --lead-student "
+                                  "text it is the width of the description embeddings, 512 for CLIP ViT-B/16 as in the "
+                                  "public code, and another value is an error).", min=1),
     Option("lead-student", str, "text", "--method lead-ssl: the student's distribution. text (LEAD's public code): softmax of "
                                         "the normalised projection . CLIP description embeddings / 0.02 (from the targets file); "
                                         "head: a C-way class head.", choices=("text", "head")),
