@@ -333,6 +333,8 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(moco._Progress, "end_epoch", real_end)
     with pytest.raises(MakdError, match="already holds a run"):
         train_moco(cfg(tiny_data, tmp_path / "cut", **common))
+    with pytest.raises(MakdError, match="trained with --lead-student text, not head"):
+        train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "extra": {**common["extra"], "lead_student": "head"}}))
     train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **common))
     b = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert [r["train_loss"] for r in b["history"]] == [r["train_loss"] for r in hist]

@@ -353,9 +353,14 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     if cfg.resume:
         ckpt = load_checkpoint(last_path)
         _check_resume(ckpt, cfg, out)
-        saved_lead = lead_options(TrainConfig(data=cfg.data, out=cfg.out, extra=dict(ckpt["config"].get("extra") or {})))
-        for key in ("moco_queue", "moco_momentum", "moco_temperature", "moco_dim", "lead_student", "lead_teacher"):
-            was, now = (ckpt["config"].get(key), getattr(cfg, key)) if hasattr(cfg, key) else (saved_lead[key], opts[key])
+        # what the run was, read from its head (a run from before issue 16 had a class head and the stored teacher)
+        saved = ckpt["head"]["terms"][0]
+        pairs = {key: (ckpt["config"].get(key), getattr(cfg, key)) for key in ("moco_queue", "moco_momentum", "moco_temperature")}
+        pairs["moco_dim"] = (saved.get("moco_dim"), proj_dim)
+        pairs["lead_student"] = (saved.get("student_distribution") or "head", student_kind)
+        pairs["lead_teacher"] = ("online" if str(saved.get("teacher") or "").startswith("online") else "offline",
+                                 "online" if online else "offline")
+        for key, (was, now) in pairs.items():
             if was != now:
                 raise MakdError(f"{out}/last.pt was trained with --{key.replace('_', '-')} {was}, "
                                 f"not {now}; resume with the same options or choose another -o")
@@ -372,7 +377,7 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     term = {"method": METHOD, "extra_dim": 0, "weight": weight, "kl": kl_form, "moco_momentum": cfg.moco_momentum,
             "moco_queue": cfg.moco_queue, "moco_temperature": cfg.moco_temperature, "moco_dim": proj_dim,
             "projection": [features, features, proj_dim], "schedule": schedule,
-            "student_distribution": student_kind if targets is not None else None,
+            "student_distribution": student_kind,
             "teacher": None if targets is None else ("online " + clip_teacher.name if online else "image_clip"),
             "shuffle_bn": info.enabled, "processes": info.world}
     class_head = ("untrained (no teacher)" if targets is None else "teacher-distribution predictor" if student_kind == "head"
