@@ -294,7 +294,7 @@ def eval_(
                                              "on frozen features. --probe (= sgd, LEAD's public code): SGD linear layer, lr 30, batch 256, "
                                              "100 epochs on augmented training images (slow: 100 passes of the backbone); --probe quick: "
                                              "logistic regression on un-augmented features."),
-    probe_epochs: int = typer.Option(100, "--probe-epochs", min=1, help="--probe sgd: epochs (the public code's 100)."),
+    probe_epochs: int = typer.Option(100, "--probe-epochs", min=1, help="--probe sgd: epochs (the public code's 100; its lr drops x 0.1 at epochs 60 and 80 stay where they are)."),
     retrieval: str = typer.Option("test", "--retrieval", help="--probe: test (the public code: leave-one-out within the test split) "
                                                               "or train-test (test queries, training gallery)."),
     side_by_side: bool = typer.Option(False, "--side-by-side", help="Markdown reproduction table: one row per run setting, one top-1 column "
