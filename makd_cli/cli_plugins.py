@@ -44,7 +44,20 @@ def train_plugins() -> Registry:
     for e in TASKS.entries():
         for method in e.obj.methods:
             names.add(method, e.obj, e.help, e.options)
+        if e.options and not e.obj.methods:  # a task chosen by --task (detection): its options follow --task
+            names.add(task_owner(e.name), e.obj, e.help, e.options)
     return names
+
+
+def task_owner(task: str) -> str:
+    """The name under which a ``--task``-chosen task's options are listed among the ``--method`` plug-ins."""
+    return f"--task {task}"
+
+
+def _owner_text(selector: str, plugins: list[str]) -> str:
+    """``--method kd/dkd`` or ``--task detection``: who declares a flag, as the user selects it."""
+    chosen = [p for p in plugins if not p.startswith("--")]
+    return " or ".join(([f"--{selector} {'/'.join(chosen)}"] if chosen else []) + [p for p in plugins if p.startswith("--")])
 
 
 def __getattr__(name: str):
@@ -96,7 +109,7 @@ def with_plugin_options(func, registry: Registry, selector: str):
         if flag in existing:
             continue
         limits = opt.limits()
-        text = (f"{opt.help} [--{selector} {'/'.join(owners[flag])}; default: {opt.default}"
+        text = (f"{opt.help} [{_owner_text(selector, owners[flag])}; default: {opt.default}"
                 + (f"; {limits}" if limits else "") + "]")
         number = opt.type in (int, float)
         switch = opt.type is bool  # a bare --flag (False when absent, which counts as not given)
@@ -113,11 +126,14 @@ def with_plugin_options(func, registry: Registry, selector: str):
         given = {key: kwargs.pop(key) for key in added}
         given = {key: None if value is False else value for key, value in given.items()}
         chosen = _chosen(kwargs.get(selector), selector)
+        if selector == "method" and kwargs.get("task"):
+            chosen.append(task_owner(kwargs["task"]))
         for key, value in given.items():
             opt, plugins = added[key]
             if value is not None and not set(plugins) & set(chosen):
-                raise MakdError(f"{opt.flag} is an option of --{selector} {' or '.join(plugins)}, not of --{selector} "
-                                f"{'+'.join(chosen)}")
+                picked = [c for c in chosen if not c.startswith("--")]
+                raise MakdError(f"{opt.flag} is an option of {_owner_text(selector, plugins)}, not of "
+                                + " ".join([f"--{selector} {'+'.join(picked)}"] + [c for c in chosen if c.startswith("--")]))
         _values.clear()
         for name in chosen:
             if name in registry:

@@ -288,6 +288,10 @@ def test_cli_task_detection_takes_coco_1x_defaults_unless_given(coco_dir, tmp_pa
     assert (seen[0].epochs, seen[0].lr, seen[0].weight_decay, seen[0].task) == (12, 0.02, 1e-4, "detection")
     assert (seen[1].epochs, seen[1].lr, seen[1].weight_decay) == (3, 0.01, 1e-4)
     assert det_train.milestones(seen[0]) == [8, 11] and det_train.milestones(seen[1]) == [2, 3]
+    # the task's own flags: defaults when absent, the given values reach the config
+    assert (seen[0].extra["rois_per_image"], seen[0].extra["proposals"]) == (512, 2000)
+    assert runner.invoke(app, base + ["--rois-per-image", "64", "--proposals", "128"]).exit_code == 0
+    assert (seen[2].extra["rois_per_image"], seen[2].extra["proposals"]) == (64, 128)
 
 
 def test_cli_refuses_other_data_and_methods_in_one_line(coco_dir, tmp_path, capsys):

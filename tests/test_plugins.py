@@ -215,6 +215,8 @@ def test_plugin_from_a_test_file_runs_through_the_cli_with_its_option(mytest_met
     (["--method", "mytest", "--my-option", "0"], "--my-option"),
     (["--method", "mytest", "--my-option", "x"], "--my-option"),
     (["--method", "ce", "--my-option", "3"], "--my-option is an option of --method mytest"),
+    (["--method", "ce", "--rois-per-image", "64"], "--rois-per-image is an option of --task detection, not of --method ce"),
+    (["--task", "detection", "--rois-per-image", "0"], "--rois-per-image"),
 ])
 def test_plugin_option_errors_are_one_line(mytest_method, tiny_data, tmp_path, capsys, args, fragment):
     code, _, err = _main(capsys, "train", "--data", tiny_data, "-o", tmp_path / "run", *args)

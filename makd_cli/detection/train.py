@@ -43,8 +43,8 @@ TASK = "detection"
 METHODS = ("ce", "makd")
 MILESTONES_1X = (8, 11)  # of 12 epochs
 WARMUP_ITERS, WARMUP_FACTOR = 1000, 0.001
-# The detector's sampling sizes (torchvision/Detectron2 values); TrainConfig(extra={"rois_per_image": 64})
-# makes a step on tiny images far cheaper (the tests do).
+# The detector's sampling sizes (torchvision/Detectron2 values), the task's --rois-per-image and --proposals;
+# TrainConfig(extra={"rois_per_image": 64}) makes a step on tiny images far cheaper (the tests do).
 SAMPLING = {"rois_per_image": 512, "proposals": 2000}
 LOSS_NAMES = ("classifier", "box_reg", "objectness", "rpn_box_reg")  # torchvision's loss_<name>
 
@@ -143,7 +143,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     aspect_dim = sum(t.extra_dim for t in terms)
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
-    sampling = {k: int(cfg.extra.get(k, d)) for k, d in SAMPLING.items()}  # Python API only (TrainConfig.extra)
+    sampling = {k: int(cfg.extra.get(k, d)) for k, d in SAMPLING.items()}  # --rois-per-image, --proposals
     model = build_detector(cfg.student, len(coco.classes), aspect_dim, cfg.pretrained, cfg.image_size, **sampling,
                            aspect_level=level).to(device)
     step_model = model

@@ -79,7 +79,12 @@ def _detection(cfg: TrainConfig) -> dict:
 
 TASKS.add("detection", Task(_detection, defaults=SCHEDULE_1X),
           "Faster R-CNN + FPN on --data coco:PATH (--task detection; --method ce, or makd for the aspect head); "
-          "defaults: COCO's 1x schedule, 12 epochs, lr 0.02, weight decay 1e-4")
+          "defaults: COCO's 1x schedule, 12 epochs, lr 0.02, weight decay 1e-4", options=[
+    Option("rois-per-image", int, 512, "--task detection: RoIs sampled per image for the box head's loss "
+                                       "(Detectron2's and torchvision's 512; fewer make a step on small images cheaper).", min=1),
+    Option("proposals", int, 2000, "--task detection: RPN proposals kept per image after NMS in training "
+                                   "(torchvision's 2000).", min=1),
+])
 
 
 def task_for(method: str) -> Task:
