@@ -209,19 +209,18 @@ def train(
     from makd_cli.train.runs import train_runs
 
     check_device_name(device)
-    if task is not None:  # --task NAME: its own schedule for the flags not given (detection: COCO's 1x)
-        epochs, lr, weight_decay = _task_schedule(ctx, task, epochs=epochs, lr=lr, weight_decay=weight_decay)
-
-    cfg = TrainConfig(
-        data=data, out=str(output), method=method, targets=str(targets) if targets else None, student=student, epochs=epochs,
-        batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+    # the schedule flags left at their defaults give way to --task NAME's own (detection: COCO's 1x)
+    schedule = {k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay).items()
+                if ctx.get_parameter_source(k).name != "DEFAULT"}
+    cfg = TrainConfig.for_task(
+        task, data=data, out=str(output), method=method, targets=str(targets) if targets else None, student=student,
+        batch_size=batch_size, momentum=momentum, **schedule,
         milestones=_milestones(milestones), aux_weight=aux_weight,
         control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
         resume=resume, quiet=quiet or as_json, extra=plugin_options(),
     )
-    cfg.task = task
     results = train_runs(cfg, runs)
 
     def render():
@@ -240,15 +239,6 @@ def train(
                       f"({r['split']['train']} train / {r['split']['val']} val images)")
 
     _emit({"runs": results}, as_json, render)
-
-
-def _task_schedule(ctx: typer.Context, task: str, **given) -> tuple:
-    """The values of ``given`` with ``--task``'s defaults for the flags not on the command line."""
-    from makd_cli.train.tasks import TASKS
-
-    defaults = TASKS.get(task).defaults
-    return tuple(defaults[k] if k in defaults and ctx.get_parameter_source(k).name == "DEFAULT" else v
-                 for k, v in given.items())
 
 
 def _milestones(text: Optional[str]) -> Optional[List[int]]:

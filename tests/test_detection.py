@@ -292,6 +292,11 @@ def test_cli_task_detection_takes_coco_1x_defaults_unless_given(coco_dir, tmp_pa
     assert (seen[0].extra["rois_per_image"], seen[0].extra["proposals"]) == (512, 2000)
     assert runner.invoke(app, base + ["--rois-per-image", "64", "--proposals", "128"]).exit_code == 0
     assert (seen[2].extra["rois_per_image"], seen[2].extra["proposals"]) == (64, 128)
+    # the Python API gets the same defaults: the task's schedule for the fields not given
+    from makd_cli.train import TrainConfig
+    api = TrainConfig.for_task("detection", data=f"coco:{coco_dir}", out=str(tmp_path / "p"), lr=0.01)
+    assert (api.task, api.epochs, api.lr, api.weight_decay) == ("detection", 12, 0.01, 1e-4)
+    assert TrainConfig.for_task(None, data="x", out="y").epochs == 240
 
 
 def test_cli_refuses_other_data_and_methods_in_one_line(coco_dir, tmp_path, capsys):

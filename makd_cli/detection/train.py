@@ -11,7 +11,8 @@ The schedule is COCO's 1x (Detectron2's, which the baselines of Table 7 use), co
 weight decay 1e-4, lr x0.1 after epochs 8 and 11 (60k and 80k iterations), 1000 warm-up iterations
 from lr x0.001 (at most one epoch), multi-scale training (shorter side 640..800, longer at most 1333,
 800 at test) and random horizontal flips. ``SCHEDULE_1X`` replaces the classification defaults of
-any flag not given (``makd train --task detection``); the milestones scale with ``--epochs``.
+any flag not given (``makd train --task detection``, ``TrainConfig.for_task("detection", ...)``); the
+milestones scale with ``--epochs``.
 """
 
 from __future__ import annotations

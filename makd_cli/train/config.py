@@ -68,6 +68,17 @@ class TrainConfig:
         if self.select_every is not None and self.select_every < 1:
             raise MakdError("--select-every must be at least 1")
 
+    @classmethod
+    def for_task(cls, task: str | None, **fields) -> "TrainConfig":
+        """A config for ``--task task`` whose fields not given take the task's defaults (detection: COCO's
+        1x schedule, 12 epochs, lr 0.02, weight decay 1e-4) before this class's (the papers' 240 epochs)."""
+        if task is not None:
+            from makd_cli.train.tasks import TASKS
+
+            for key, value in TASKS.get(task).defaults.items():
+                fields.setdefault(key, value)
+        return cls(task=task, **fields)
+
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:
             return list(self.milestones)
