@@ -113,3 +113,28 @@ def test_train_lavid_on_waterbirds_with_cub_targets(tmp_path, monkeypatch):
     species_rows = {tuple(cub.probs[i].reshape(-1).tolist()) for i in (0, 2)}
     assert {tuple(r.tolist()) for r in rows} == species_rows  # 6 outputs per image: a species' Q x M
 
+
+
+def test_eval_scores_the_aux_head_against_each_images_species_row(tmp_path, monkeypatch):
+    """makd eval's aspect agreement on Waterbirds trained on CUB targets: each test image against its
+    species' row (the rows the student was trained to), not the row of its label (0/1: two albatrosses).
+    The student's outputs are replaced by each image's species row, so the right reading is exactly 0."""
+    from makd_cli.evaluate import report
+    from makd_cli.train import TrainConfig, train
+
+    data = make_waterbirds(tmp_path / "wb")
+    cub = class_mcq_targets(SPECIES, q=2, m=3)
+    write_targets(tmp_path / "cub.h5", cub)
+    train(TrainConfig(data=f"waterbirds:{data}", out=str(tmp_path / "run"), method="lavid", targets=str(tmp_path / "cub.h5"),
+                      student="small_cnn", epochs=1, batch_size=4, lr=0.05, quiet=True, val_fraction=0.25, device="cpu", image_size=16))
+    real_predict = report.predict
+
+    def species_outputs(model, part, *args, **kw):
+        pred = real_predict(model, part, *args, **kw)
+        species = [SPECIES.index(i.split("/")[0].split(".", 1)[1].replace("_", " ")) for i in np.asarray(part.ids)[pred["index"]]]
+        pred["extra"][:, :6] = cub.probs[species].reshape(len(species), -1)  # lavid's slice: Q x M = 6
+        return pred
+
+    monkeypatch.setattr(report, "predict", species_outputs)
+    ev = report.evaluate_checkpoint(str(tmp_path / "run" / "best.pt"), cache=False)
+    assert ev["aspect_agreement"]["mae"] == pytest.approx(0.0, abs=1e-7)

@@ -20,11 +20,14 @@ from makd_cli.evaluate.predict import predict
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
+from makd_cli.methods.base import fine_target_rows
 from makd_cli.students import student_from_checkpoint
 
 
-def aspect_agreement(ckpt: dict, pred: dict, targets) -> dict | None:
-    """How well the student's extra outputs match the teacher's targets on the evaluated images."""
+def aspect_agreement(ckpt: dict, pred: dict, targets, target_rows=None) -> dict | None:
+    """How well the student's extra outputs match the teacher's targets on the evaluated images.
+    ``target_rows``: per evaluated image, its row of per-class targets that name finer classes than
+    the head (Waterbirds on CUB species targets, ``fine_target_rows``); None: the label is the row."""
     head = ckpt["head"]
     if targets is None or not head.get("slices"):
         return None
@@ -40,7 +43,8 @@ def aspect_agreement(ckpt: dict, pred: dict, targets) -> dict | None:
         ref = targets.probs.reshape(len(targets.images), -1)[[row[pred["ids"][i]] for i in keep]]
         out = out[keep]
     else:
-        ref = targets.probs.reshape(len(targets.classes), -1)[pred["labels"]]
+        rows = pred["labels"] if target_rows is None else target_rows
+        ref = targets.probs.reshape(len(targets.classes), -1)[rows]
     if ref.shape[1] != out.shape[1]:
         return {"note": f"target width {ref.shape[1]} differs from the head slice {out.shape[1]}"}
     yesno = targets.kind in ("class_yesno", "image_yesno") and name == "makd"
@@ -89,7 +93,8 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
         except MakdError:
             if targets_path != ckpt["config"].get("targets"):
                 raise  # the user named it: say what is wrong; a stale path from training is just skipped
-    agreement = aspect_agreement(ckpt, pred, targets)
+    fine = None if targets is None or part.fine_labels is None else fine_target_rows(targets, ds.classes, ds.fine_classes)
+    agreement = aspect_agreement(ckpt, pred, targets, None if fine is None else fine[part.fine_labels[pred["index"]]])
     cfg = ckpt["config"]
     return {
         "checkpoint": str(path), "data": data, "split": split, "student": ckpt["arch"], "method": cfg["method"],
