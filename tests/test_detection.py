@@ -272,9 +272,38 @@ def test_coco_ap_is_100_for_perfect_boxes_and_0_for_none(coco_dir):
                for k in range(len(ds.val)) for (x1, y1, x2, y2), label in zip(ds.val.boxes[k].tolist(), ds.val.labels[k].tolist())]
     m = coco_metrics(ds.val, perfect)
     assert m["AP"] == m["AP50"] == m["AP75"] == 100.0
-    assert coco_metrics(ds.val, []) == {k: 0.0 for k in ("AP", "AP50", "AP75", "APs", "APm", "APl")}
+    # no detection: 0 where the split has objects, None (shown "-") for a size class without any, as with detections
+    doc = json.loads(ds.val.annotation_file.read_text())
+    has = {name: any(lo <= a["area"] < hi for a in doc["annotations"] if not a["iscrowd"])
+           for name, lo, hi in (("APs", 0, 32**2), ("APm", 32**2, 96**2), ("APl", 96**2, math.inf))}
+    assert has["APs"] and not has["APl"]
+    assert coco_metrics(ds.val, []) == {"AP": 0.0, "AP50": 0.0, "AP75": 0.0, **{k: 0.0 if v else None for k, v in has.items()}}
+    assert {k: m[k] is None for k in has} == {k: not v for k, v in has.items()}
     wrong = [{**d, "category_id": ds.category_ids[(ds.category_ids.index(d["category_id"]) + 1) % 3]} for d in perfect]
     assert coco_metrics(ds.val, wrong)["AP"] == 0.0  # right boxes, wrong categories
+
+
+def test_detect_writes_coco_records_xywh_with_the_datasets_category_and_image_ids(coco_dir):
+    from makd_cli.detection.evaluate import detect
+
+    ds = read_coco(coco_dir)
+
+    class GroundTruthDetector(torch.nn.Module):  # the detector's output format: xyxy boxes, labels 1..C
+        def forward(self, images):
+            assert len(images) <= 4
+            k0 = self.seen
+            self.seen += len(images)
+            return [{"boxes": torch.from_numpy(ds.val.boxes[k]), "labels": torch.from_numpy(ds.val.labels[k]),
+                     "scores": torch.linspace(0.9, 0.5, len(ds.val.boxes[k]))} for k in range(k0, k0 + len(images))], None
+
+    model = GroundTruthDetector()
+    model.seen = 0
+    records = detect(model, ds.val, ds.category_ids, "cpu", batch_size=3)
+    doc = json.loads(ds.val.annotation_file.read_text())
+    expected = sorted((a["image_id"], a["category_id"], tuple(float(v) for v in a["bbox"])) for a in doc["annotations"] if not a["iscrowd"])
+    assert sorted((r["image_id"], r["category_id"], tuple(r["bbox"])) for r in records) == expected
+    assert {r["category_id"] for r in records} <= {1, 2, 5} and records[0]["score"] == pytest.approx(0.9)
+    assert coco_metrics(ds.val, records)["AP"] == 100.0
 
 
 # -- the command line -----------------------------------------------------------------------------------------

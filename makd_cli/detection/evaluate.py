@@ -67,12 +67,17 @@ def coco_metrics(split: CocoSplit, detections: list[dict], image_ids: list[int] 
     score) on ``split``. No detection at all scores 0; a size class without objects is None."""
     from pycocotools.cocoeval import COCOeval
 
+    from pycocotools.coco import COCO
+
     image_ids = list(split.image_ids if image_ids is None else image_ids)
-    if not detections:
-        return {m: 0.0 for m in METRICS}
     gt = _ground_truth(split)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes(copy.deepcopy(detections))
+        if detections:
+            dt = gt.loadRes(copy.deepcopy(detections))
+        else:  # loadRes cannot take an empty list; no detection scores 0 where the split has objects
+            dt = COCO()
+            dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+            dt.createIndex()
         ev = COCOeval(gt, dt, "bbox")
         ev.params.imgIds = image_ids
         ev.evaluate()
