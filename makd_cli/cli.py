@@ -235,6 +235,10 @@ def train(
                 out.print(f"{r['out']}: best.pt is epoch {sel['epoch']} of {r['epochs']}, {what} {sel['value']:.4g} "
                           f"(--select-by {sel['by']}: chosen on the test split, the papers' protocol)")
                 continue
+            if sel.get("split") == "train":  # --val-fraction 0 under --select-by val: no validation top-1 to show
+                out.print(f"{r['out']}: best.pt is epoch {sel['epoch']} of {r['epochs']}, lowest training loss {sel['value']:.4g} "
+                          f"(no validation split: --val-fraction 0; {r['split']['train']} train images)")
+                continue
             out.print(f"{r['out']}: best validation top-1 {r['best_val_top1']:.2f}% after {r['epochs']} epochs "
                       f"({r['split']['train']} train / {r['split']['val']} val images)")
 

@@ -186,6 +186,18 @@ def test_cli_flag_and_errors(tiny_data, tmp_path):
         TrainConfig(data="x", out="y", select_every=0)
 
 
+def test_cli_val_without_a_validation_split_says_training_loss(tiny_data, tmp_path):
+    """--select-by val with --val-fraction 0 ranks by the training loss: the summary says so (it printed
+    the negated loss as a "validation top-1" in %)."""
+    res = CliRunner().invoke(app, ["train", "--data", str(tiny_data), "-o", str(tmp_path / "n"), "--student", "small_cnn",
+                                   "--epochs", "2", "--image-size", "16", "--val-fraction", "0", "--quiet"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    history = load_checkpoint(tmp_path / "n" / "best.pt")["history"]
+    best = min(history, key=lambda r: r["train_loss"])
+    assert f"best.pt is epoch {best['epoch']} of 2, lowest training loss {best['train_loss']:.4g}" in res.output
+    assert "validation top-1" not in res.output
+
+
 def test_side_by_side_table_puts_protocols_and_the_paper_on_one_row():
     from makd_cli.evaluate.protocols import parse_paper, side_by_side_markdown
 
