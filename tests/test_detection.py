@@ -406,3 +406,29 @@ def test_pretrained_weights_file_fills_the_backbone_and_freezes_its_norm(tmp_pat
     mv2 = build_detector("mobilenet_v2", 3, Q, pretrained=str(tmp_path / "mv2.pth"), image_size=SIZE)
     assert torch.equal(mv2.detector.backbone.body["0"][0].weight, net.features[0][0].weight)
     assert mv2.aspect_head.in_features == 320 and not mv2.detector.backbone.body["3"].conv[0][0].weight.requires_grad
+
+
+def test_eval_cache_keeps_the_boxes_of_the_current_checkpoint_only(coco_dir, tmp_path):
+    from makd_cli.detection.evaluate import _cached_detections
+
+    ds = read_coco(coco_dir)
+    ckpt = tmp_path / "last.pt"
+    calls = []
+    for content in (b"epoch 1", b"epoch 2", b"epoch 2"):
+        ckpt.write_bytes(content)
+        got = _cached_detections(str(ckpt), f"coco:{coco_dir}", ds.val, lambda: calls.append(content) or [{"n": len(calls)}])
+        assert got == [{"n": len(calls)}]
+    assert calls == [b"epoch 1", b"epoch 2"]  # the third read the cache
+    assert len(list(tmp_path.glob(".eval-last-val2017-*.json"))) == 1
+
+
+def test_eval_of_detectors_refuses_targets_and_classifiers_in_one_line(tmp_path):
+    from makd_cli.evaluate.run import EvalConfig, run_eval
+
+    torch.save({"task": "detection"}, tmp_path / "det.pt")
+    torch.save({"task": None}, tmp_path / "cls.pt")
+    for paths, targets, message in (([tmp_path / "det.pt"], str(tmp_path / "t.h5"), "drop --targets"),
+                                    ([tmp_path / "det.pt", tmp_path / "cls.pt"], None, "on their own")):
+        with pytest.raises(MakdError, match=message) as e:
+            run_eval(EvalConfig(checkpoints=paths, targets=targets, device="cpu", progress=False))
+        assert "\n" not in str(e.value)

@@ -115,6 +115,8 @@ def _cached_detections(path: str, data: str, split: CocoSplit, compute) -> list[
             pass
     records = compute()
     try:
+        for old in file.parent.glob(f".eval-{Path(path).stem}-{split.name}-*.json"):
+            old.unlink(missing_ok=True)  # the boxes of an older checkpoint (a resumed run's last.pt): up to 100 per image each
         atomic_write_text(file, json.dumps(records))
     except (MakdError, OSError):
         pass

@@ -32,12 +32,12 @@ class EvalConfig:
     progress: bool = True
 
 
-def detection_paths(paths: list[Path]) -> list[dict]:
-    """The checkpoints of ``paths`` that are detectors (``makd train --task detection``), loaded."""
+def detection_paths(paths: list[Path]) -> list[Path]:
+    """The checkpoints of ``paths`` that are detectors (``makd train --task detection``); each is loaded
+    when its turn comes (Table 7's 36 runs would hold several GB at once)."""
     from makd_cli.detection.evaluate import is_detection_file
-    from makd_cli.formats.checkpoint import load_checkpoint
 
-    return [load_checkpoint(p) for p in paths if is_detection_file(p)]
+    return [p for p in paths if is_detection_file(p)]
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -57,13 +57,16 @@ def run_eval(cfg: EvalConfig) -> dict:
     detection = detection_paths(paths)
     if detection:  # COCO AP of detectors (detection/evaluate.py): a table of its own
         from makd_cli.detection.evaluate import detection_table, evaluate_detection
+        from makd_cli.formats.checkpoint import load_checkpoint
 
         if len(detection) < len(paths) or cfg.probe:
             raise MakdError("evaluate detection runs on their own (COCO AP), without classifiers and without --probe")
+        if targets:  # the aspect agreement is a classifier's figure; a detector's eval is COCO AP alone
+            raise MakdError("--targets measures a classifier's aspect outputs; detection runs report COCO AP: drop --targets")
         with progress_bar("evaluate", len(paths), cfg.progress) as advance:
             results = []
-            for p, ckpt in zip(paths, detection):
-                results.append(evaluate_detection(str(p), ckpt, cfg.data, cfg.split, device=dev))
+            for p in detection:
+                results.append(evaluate_detection(str(p), load_checkpoint(p), cfg.data, cfg.split, device=dev))
                 advance(info=p.name)
         return {"results": results, "table": detection_table(results)}
     results = []
