@@ -432,3 +432,16 @@ def test_eval_of_detectors_refuses_targets_and_classifiers_in_one_line(tmp_path)
         with pytest.raises(MakdError, match=message) as e:
             run_eval(EvalConfig(checkpoints=paths, targets=targets, device="cpu", progress=False))
         assert "\n" not in str(e.value)
+
+
+def test_resume_with_another_task_is_one_line(coco_dir, tmp_path):
+    from makd_cli.train.loop import _check_resume
+
+    detector = {"config": config(coco_dir, tmp_path / "r").to_dict()}
+    with pytest.raises(MakdError, match="--task detection, not classify") as e:
+        _check_resume(detector, config(coco_dir, tmp_path / "r", task=None, resume=True), tmp_path / "r")
+    assert "\n" not in str(e.value)
+    _check_resume(detector, config(coco_dir, tmp_path / "r", resume=True), tmp_path / "r")  # the same task resumes
+    classifier = {"config": {k: v for k, v in detector["config"].items() if k != "task"}}  # a run from before --task
+    with pytest.raises(MakdError, match="--task classify, not detection"):
+        _check_resume(classifier, config(coco_dir, tmp_path / "r", resume=True), tmp_path / "r")

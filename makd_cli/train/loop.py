@@ -70,6 +70,11 @@ def _teacher(cfg: TrainConfig, device):
 
 def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
     old = ckpt["config"]
+    from makd_cli.train.tasks import task_name
+
+    was, now = task_name(old.get("task"), old.get("method", cfg.method)), task_name(cfg.task, cfg.method)
+    if was != now:  # a detector's last.pt resumed as a classifier (or back) would not load
+        raise MakdError(f"{out}/last.pt was trained with --task {was}, not {now}; resume with the same options or choose another -o")
     for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "targets", "control",
                 "select_by", "select_every"):
         if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default

@@ -87,12 +87,16 @@ TASKS.add("detection", Task(_detection, defaults=SCHEDULE_1X),
 ])
 
 
+def task_name(task: str | None, method: str) -> str:
+    """The task a run trains: ``--task`` when given, else the one that owns ``--method``, else ``classify``."""
+    if task:
+        return task
+    return next((e.name for e in TASKS.entries() if method in e.obj.methods), "classify")
+
+
 def task_for(method: str) -> Task:
     """The task that owns ``--method method``: the one that names it, else ``classify``."""
-    for entry in TASKS.entries():
-        if method in entry.obj.methods:
-            return entry.obj
-    return TASKS.get("classify")
+    return TASKS.get(task_name(None, method))
 
 
 def task_methods() -> list[str]:
