@@ -156,3 +156,51 @@ def test_the_loop_feeds_mlkd_both_views_and_weighs_ce(teacher_world, monkeypatch
     assert record["train_ce"] == pytest.approx(ce, rel=1e-4)
     want = mlkd_reference_numpy(*(x.double().numpy() for x in (sw, tw, ss, ts)), 1.0, 0.5, True)
     assert record["train_mlkd"] == pytest.approx(want, rel=1e-4)
+
+
+def test_resume_keeps_the_kd_familys_settings(teacher_world, tmp_path):
+    # A resumed run distils as it started: another setting, or a run from before issue 16 (CE 1, T 4, DKD's
+    # warm-up counted from 1, one-view MLKD, absent from its head), is one line naming the flag, not a silent change.
+    from makd_cli.errors import MakdError
+    from makd_cli.formats.checkpoint import load_checkpoint, save_checkpoint
+
+    data, root = teacher_world
+    common = dict(data=str(data), teacher_ckpt=str(root / "teacher" / "best.pt"), student="small_cnn", batch_size=8, epochs=2,
+                  lr=0.005, quiet=True, val_fraction=0.0, device="cpu", workers=0, image_size=32)
+    train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", **common))
+    with pytest.raises(MakdError, match=r"--dkd-warmup 1, not 3"):
+        train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, extra={"dkd_warmup": 3}, **common))
+    with pytest.raises(MakdError, match=r"--kd-temperature 4.0, not 2.0"):
+        train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, kd_temperature=2.0, **common))
+    # the same settings resume (the run is complete: nothing left to train)
+    assert len(train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, **common))["history"]) == 2
+
+    # a pre-issue-16 dkd run: warm-up 20 counted from 1, CE 1 (no ce_weight, no warmup_from in its head)
+    last = tmp_path / "dkd" / "last.pt"
+    ckpt = load_checkpoint(last)
+    old = ckpt["head"]["terms"][0]
+    old.pop("ce_weight"), old.pop("warmup_from")
+    old["warmup"] = 20
+    save_checkpoint(last, ckpt)
+    resume = dict(method="dkd", resume=True, **common)
+    with pytest.raises(MakdError, match=r"--dkd-warmup 20, not 1"):
+        train(TrainConfig(out=str(tmp_path / "dkd"), **resume))
+    with pytest.raises(MakdError, match=r"--dkd-warmup-from mdistiller, not lavid"):
+        train(TrainConfig(out=str(tmp_path / "dkd"), extra={"dkd_warmup": 20}, **resume))
+    assert len(train(TrainConfig(out=str(tmp_path / "dkd"), extra={"dkd_warmup": 20, "dkd_warmup_from": "mdistiller"},
+                                 **resume))["history"]) == 2
+
+    # a pre-issue-16 mlkd run: one view, no masks; with LS its former formula is gone
+    train(TrainConfig(out=str(tmp_path / "mlkd"), method="mlkd", extra={"mlkd_views": 1}, **common))
+    last = tmp_path / "mlkd" / "last.pt"
+    ckpt = load_checkpoint(last)
+    for key in ("ce_weight", "views", "masks"):
+        ckpt["head"]["terms"][0].pop(key)
+    save_checkpoint(last, ckpt)
+    with pytest.raises(MakdError, match=r"--mlkd-masks none, not median"):
+        train(TrainConfig(out=str(tmp_path / "mlkd"), method="mlkd", resume=True,
+                          extra={"mlkd_views": 1, "kd_ce_weight": 1.0}, **common))
+    ckpt["head"]["terms"][0]["logit_standardize"] = True
+    save_checkpoint(last, ckpt)
+    with pytest.raises(MakdError, match="former logit standardisation"):
+        train(TrainConfig(out=str(tmp_path / "mlkd"), method="mlkd", resume=True, **common))

@@ -66,6 +66,9 @@ class MethodTerm:
     def head_info(self) -> dict:
         return {"method": self.name, "extra_dim": self.extra_dim, "weight": self.weight}
 
+    def check_resume(self, saved: dict, where: str) -> None:
+        """Stop (one line) when ``saved``, this term's ``head_info`` in the run's last.pt, is another objective."""
+
 
 def ce_weight_of(terms: list[MethodTerm]) -> float:
     """The weight of CE in a combined method: the one its terms ask for (1 when none does)."""

@@ -34,6 +34,19 @@ KD_OPTIONS = (
 )
 
 
+# The flag of each setting a KD-family checkpoint records (and how its value reads on the command line),
+# and the settings of runs from before issue 16, whose heads lack them: CE weighed 1, DKD's warm-up counted
+# from 1 (mdistiller's way), MLKD on one view without masks.
+SETTING_FLAGS = {
+    "weight": ("--kd-weight", None), "temperature": ("--kd-temperature", None), "temperatures": ("--kd-temperature", None),
+    "ce_weight": ("--kd-ce-weight", None), "logit_standardize": ("--logit-standardize", lambda on: "on" if on else "off"),
+    "alpha": ("--dkd-alpha", None), "beta": ("--dkd-beta", None), "warmup": ("--dkd-warmup", None),
+    "warmup_from": ("--dkd-warmup-from", None), "views": ("--mlkd-views", None),
+    "masks": ("--mlkd-masks", lambda on: "median" if on else "none"),
+}
+FORMER_SETTINGS = {"ce_weight": 1.0, "warmup_from": "mdistiller", "views": 1, "masks": False}
+
+
 class TeacherTerm(MethodTerm):
     """A term that distils the teacher's class logits (``batch.teacher_logits``)."""
 
@@ -78,6 +91,23 @@ class TeacherTerm(MethodTerm):
     def head_info(self) -> dict:
         return {**super().head_info(), "temperature": self.temperature, "logit_standardize": self.standardize,
                 "ce_weight": self.ce_weight}
+
+    def check_resume(self, saved: dict, where: str) -> None:
+        """A resumed run distils as it started: a setting of ``saved`` (last.pt's head) that differs is one line
+        naming its flag. A run from before issue 16 lacks the newer keys; it ran with ``FORMER_SETTINGS``."""
+        former = "ce_weight" not in saved
+        if former and saved.get("logit_standardize"):
+            raise MakdError(f"{where} was trained with makd's former logit standardisation (population std; for mlkd "
+                            "on all its levels), which this makd no longer computes; start a new run with another -o")
+        for key, now in self.head_info().items():
+            was = saved.get(key, FORMER_SETTINGS.get(key, now) if former else now)
+            if key == "temperatures":  # MLKD sums over them: their order does not matter
+                was, now = sorted(was), sorted(now)
+            if was != now:
+                flag, shown = SETTING_FLAGS.get(key, (f"{self.name} {key}", None))
+                was, now = (shown(was), shown(now)) if shown else (was, now)
+                raise MakdError(f"{where} was trained with {flag} {was}, not {now}; resume with the same options or "
+                                "choose another -o")
 
 
 @register_method("kd", help="0.5 CE + 0.5 KL(softmax(teacher/T) || softmax(student/T)) * T^2, T 1 as LaViD (needs --teacher-ckpt)",

@@ -162,6 +162,8 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     if cfg.resume:
         ckpt = load_checkpoint(last_path)
         _check_resume(ckpt, cfg, out)
+        for term, saved in zip(terms, ckpt["head"].get("terms", [])):  # the same --method: its terms in the same order
+            term.check_resume(saved, f"{out}/last.pt")
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
