@@ -5,8 +5,9 @@ a weak and a strong view of each image (the strong one adds RandAugment(2, 10) a
 ``data/transforms.strong_train_transform``), CE x 0.5 on both views, instance KD at temperatures
 {T, 3, 5, 2, 6}, the median-confidence masks from the teacher's weak-view predictions, batch- and
 class-level terms on the weak view; ``--logit-standardize`` z-scores the instance terms only.
-``--mlkd-views 1 --mlkd-masks none --kd-weight 1 --kd-ce-weight 1`` is makd's earlier simplified MLKD
-(with ``--kd-temperature`` the base temperature, whose fixed partners stay 3, 5, 2, 6).
+``--mlkd-views 1 --mlkd-masks none --kd-weight 1 --kd-ce-weight 1 --kd-temperature 4`` is makd's earlier
+simplified MLKD without LS (temperatures 4, 3, 5, 2, 6: its 2 to 6; ``--kd-temperature`` sets the base one,
+whose fixed partners stay 3, 5, 2, 6).
 """
 
 from __future__ import annotations
