@@ -335,12 +335,31 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
         train_moco(cfg(tiny_data, tmp_path / "cut", **common))
     with pytest.raises(MakdError, match="trained with --lead-student text, not head"):
         train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "extra": {**common["extra"], "lead_student": "head"}}))
+    for option, message in (({"lead_kl_weight": 10.0}, "--lead-kl-weight 20.0, not 10.0"),
+                            ({"lead_kl": "batchmean"}, "--lead-kl reference, not batchmean")):
+        with pytest.raises(MakdError, match=message):
+            train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "extra": {**common["extra"], **option}}))
     train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **common))
     b = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert [r["train_loss"] for r in b["history"]] == [r["train_loss"] for r in hist]
     for k in last["model"]:
         assert torch.equal(last["model"][k], b["model"][k]), k
     assert torch.equal(last["moco"]["queue"]["queue"], b["moco"]["queue"]["queue"])
+
+    # a run from before issue 16 (class head, stored teacher, KL batch mean x --aux-weight): its head has no "kl"
+    from makd_cli.formats.checkpoint import save_checkpoint
+
+    (tmp_path / "old").mkdir()
+    term = last["head"]["terms"][0]
+    for key in ("kl", "student_distribution"):
+        term.pop(key)
+    term.update(teacher="image_clip", weight=1.0)
+    save_checkpoint(tmp_path / "old" / "last.pt", last)
+    old = {**common, "extra": {**common["extra"], "lead_student": "head"}}
+    with pytest.raises(MakdError, match="--lead-kl batchmean, not reference"):
+        train_moco(cfg(tiny_data, tmp_path / "old", resume=True, **old))
+    with pytest.raises(MakdError, match="--lead-kl-weight 1.0, not 20.0"):
+        train_moco(cfg(tiny_data, tmp_path / "old", resume=True, **{**old, "extra": {**old["extra"], "lead_kl": "batchmean"}}))
 
 
 def test_online_teacher_sees_the_augmented_view_and_trains(teacher, clip_dir, tiny_data, tmp_path):

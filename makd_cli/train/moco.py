@@ -360,6 +360,9 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
         pairs["lead_student"] = (saved.get("student_distribution") or "head", student_kind)
         pairs["lead_teacher"] = ("online" if str(saved.get("teacher") or "").startswith("online") else "offline",
                                  "online" if online else "offline")
+        if targets is not None:  # the KL term (before issue 16: batch mean x --aux-weight, no "kl" in the head)
+            pairs["lead_kl"] = (saved.get("kl") or "batchmean", kl_form)
+            pairs["lead_kl_weight"] = (saved.get("weight"), weight)
         for key, (was, now) in pairs.items():
             if was != now:
                 raise MakdError(f"{out}/last.pt was trained with --{key.replace('_', '-')} {was}, "
