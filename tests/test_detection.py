@@ -445,3 +445,17 @@ def test_resume_with_another_task_is_one_line(coco_dir, tmp_path):
     classifier = {"config": {k: v for k, v in detector["config"].items() if k != "task"}}  # a run from before --task
     with pytest.raises(MakdError, match="--task classify, not detection"):
         _check_resume(classifier, config(coco_dir, tmp_path / "r", resume=True), tmp_path / "r")
+
+
+def test_resume_keeps_the_detectors_sampling_image_size_and_frozen_stages(coco_dir, tmp_path):
+    run = config(coco_dir, tmp_path / "r", pretrained="cache")
+    ckpt = {"config": run.to_dict(), "head": {"sampling": dict(SMALL)}}
+    det_train.check_detector_resume(ckpt, config(coco_dir, tmp_path / "r", pretrained="r18.pth", resume=True), dict(SMALL),
+                                    tmp_path / "r")  # another weights file: the same frozen stages
+    for change, sampling, message in (({}, {**SMALL, "proposals": 128}, "--proposals .* not"),
+                                      ({"image_size": 96}, SMALL, "--image-size 64, not 96"),
+                                      ({"pretrained": None}, SMALL, r"--pretrained \(given or not\) True, not False")):
+        resumed = config(coco_dir, tmp_path / "r", **{"pretrained": "cache", **change}, resume=True)
+        with pytest.raises(MakdError, match=message) as e:
+            det_train.check_detector_resume(ckpt, resumed, dict(sampling), tmp_path / "r")
+        assert "\n" not in str(e.value)

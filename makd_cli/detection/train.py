@@ -98,6 +98,18 @@ def _check_options(cfg: TrainConfig) -> list[str]:
     return parts
 
 
+def check_detector_resume(ckpt: dict, cfg: TrainConfig, sampling: dict, out: Path) -> None:
+    """The detector's own settings a resumed run must keep: the sampling sizes, the image size, and
+    whether ImageNet weights were given (they freeze the batch norm and first stages, so the weights
+    and the optimizer's parameters differ)."""
+    old = ckpt["config"]
+    for flag, was, now in (("--rois-per-image / --proposals", ckpt["head"].get("sampling", sampling), sampling),
+                           ("--image-size", old.get("image_size"), cfg.image_size),
+                           ("--pretrained (given or not)", bool(old.get("pretrained")), bool(cfg.pretrained))):
+        if was != now:
+            raise MakdError(f"{out}/last.pt was trained with {flag} {was}, not {now}; resume with the same options or choose another -o")
+
+
 def train_detection(cfg: TrainConfig) -> dict:
     device = resolve_device(cfg.device)
     info = init_distributed(device)
@@ -163,6 +175,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     if cfg.resume:
         ckpt = load_checkpoint(last_path)
         _check_resume(ckpt, cfg, out)
+        check_detector_resume(ckpt, cfg, sampling, out)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
