@@ -107,6 +107,19 @@ def test_reader_maps_categories_boxes_and_leaves_crowds_out(coco_dir):
     assert view.train.ids == ds.train.ids
 
 
+def test_boxes_are_clipped_to_the_image_and_left_out_when_nothing_stays(coco_dir, tmp_path):
+    shutil.copytree(coco_dir, tmp_path / "c")
+    file = tmp_path / "c" / "annotations" / "instances_train2017.json"
+    doc = json.loads(file.read_text())
+    first = next(a for a in doc["annotations"] if a["image_id"] == 1 and not a["iscrowd"])
+    first["bbox"] = [-3.5, 50.0, 20.0, 30.0]  # past the left and the bottom edge of the 64 px image
+    doc["annotations"].append({"id": 999, "image_id": 1, "category_id": 2, "bbox": [63.5, 10, 8, 8], "area": 64, "iscrowd": 0})
+    file.write_text(json.dumps(doc))
+    ds = read_coco(tmp_path / "c")
+    assert ds.train.boxes[0][0].tolist() == [0.0, 50.0, 16.5, 64.0]  # x1 0, x2 -3.5 + 20, y2 at the height
+    assert len(ds.train.boxes[0]) == len(read_coco(coco_dir).train.boxes[0])  # the half-pixel sliver is left out
+
+
 def test_roboflow_layout_reads_too(coco_dir, tmp_path):
     for split, folder in (("train2017", "train"), ("val2017", "valid")):
         shutil.copytree(coco_dir / split, tmp_path / "rf" / folder)

@@ -10,7 +10,8 @@ Layouts read (the first that fits):
 
 The training split is the one whose name starts with ``train``; the evaluated one starts with ``val``
 (else ``test``). Categories become classes in the order of their ids (COCO's 80 names); crowd and
-degenerate boxes (width or height under one pixel) are not trained on, as in Detectron2.
+degenerate boxes (width or height under one pixel once clipped to the image's width and height, when
+the file gives them) are not trained on, as in Detectron2.
 
 Two views of one dataset:
 
@@ -128,6 +129,8 @@ def _read_split(name: str, ann: Path, folder: Path, root: Path, label_of: dict[i
     doc = _read_json(ann)
     try:
         images = [(int(im["id"]), str(im["file_name"])) for im in doc["images"]]
+        # the image's size when the file gives it: boxes are clipped to it, as Detectron2 and torchvision do
+        size = {int(im["id"]): (float(im.get("width") or math.inf), float(im.get("height") or math.inf)) for im in doc["images"]}
         boxes: dict[int, list] = {i: [] for i, _ in images}
         labels: dict[int, list] = {i: [] for i, _ in images}
         for a in doc["annotations"]:
@@ -136,10 +139,15 @@ def _read_split(name: str, ann: Path, folder: Path, root: Path, label_of: dict[i
             x, y, w, h = (float(v) for v in a["bbox"])
             cat = int(a["category_id"])
             if cat not in label_of:
-                raise MakdError(f"{ann}: annotation {a.get('id')} has category {cat}, which \"categories\" lacks")
-            if w < 1 or h < 1 or int(a["image_id"]) not in boxes:
+                raise MakdError(f"{ann}: annotation {a.get('id')} has category {cat}, which the categories of the "
+                                f"training split lack")
+            if int(a["image_id"]) not in boxes:
                 continue
-            boxes[int(a["image_id"])].append((x, y, x + w, y + h))
+            width, height = size[int(a["image_id"])]
+            x1, y1, x2, y2 = max(x, 0.0), max(y, 0.0), min(x + w, width), min(y + h, height)
+            if x2 - x1 < 1 or y2 - y1 < 1:
+                continue
+            boxes[int(a["image_id"])].append((x1, y1, x2, y2))
             labels[int(a["image_id"])].append(label_of[cat])
     except (KeyError, TypeError, ValueError) as exc:
         raise MakdError(f"{ann}: an image or annotation lacks a field COCO's format has ({exc}); {LAYOUT_HINT}") from None
