@@ -148,6 +148,7 @@ def test_wrong_layouts_are_one_line(coco_dir, tmp_path):
     shutil.copytree(coco_dir, missing)
     (missing / "train2017" / "000000000002.jpg").unlink()
     cases.append((missing, "are missing"))
+    cases.append((coco_dir / "annotations" / "instances_train2017.json", "is a file; give the dataset folder"))
     for folder, message in cases:
         with pytest.raises(MakdError, match=message) as e:
             load_dataset(f"coco:{folder}")

@@ -186,6 +186,8 @@ def read_coco(root: Path | str | None) -> CocoDataset:
     if root is None:
         raise MakdError("coco needs a path: --data coco:/path/to/coco (annotations/ and train2017/, val2017/)")
     root = Path(root).expanduser()
+    if root.is_file():  # the annotation file itself, a common slip
+        raise MakdError(f"{root} is a file; give the dataset folder: --data coco:FOLDER ({LAYOUT_HINT})")
     if not root.is_dir():
         raise MakdError(f"dataset folder {root} does not exist")
     stamp = tuple(sorted((str(f), f.stat().st_mtime_ns) for f in list(root.glob("annotations/instances_*.json"))
