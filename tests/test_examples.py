@@ -103,3 +103,55 @@ def test_paper_makefile_published_waterbirds_needs_cub_species(tmp_path):
     assert proc.returncode != 0 and "set CUB_DATA=" in proc.stderr
     text = dry_run(EXAMPLES / "waterbirds", f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}", f"PUBLISHED={repo}", "CUB_DATA=/data/cub")
     assert f"makd data classes cub:/data/cub -o {tmp_path / 'w'}/lavid_classes.txt" in text
+
+
+def _help_flags(command: tuple[str, ...]) -> set[str]:
+    import re
+
+    from typer.testing import CliRunner
+
+    from makd_cli.cli import app
+
+    res = CliRunner().invoke(app, [*command, "--help"], env={"COLUMNS": "300"})
+    assert res.exit_code == 0, res.output
+    return set(re.findall(r"(?<![\w-])(--[a-z][a-z0-9-]*|-[a-zA-Z])\b", res.output))
+
+
+def _makd_commands(text: str):
+    """Every `makd SUB ...` command of a dry run, as (subcommand words, arguments)."""
+    import re
+    import shlex
+
+    for line in text.replace("\\\n", " ").splitlines():
+        for seg in re.split(r"[;{}|&]+", line):
+            m = re.search(r"(?:/makd|makd_cli\.cli)\s+(.*)", seg)
+            if m and not seg.lstrip().startswith("echo"):
+                words = shlex.split(m.group(1))
+                n = 2 if words[0] in ("import", "export", "data") else 1
+                yield tuple(words[:n]), words[n:]
+
+
+def test_every_flag_of_every_example_exists(tmp_path):
+    """The examples' commands use only flags the CLI has today (flags were renamed: --warmup is --dkd-warmup)."""
+    repo = tmp_path / "lavid"
+    for name in ("cub200", "stanfordcars", "oxfordpets", "flowers", "fgvc_aircraft", "caltech101", "waterbird"):
+        fake_lavid_repo(repo if name == "cub200" else tmp_path / f"x{name}", name)
+        if name != "cub200":
+            (repo / "questions" / name).parent.mkdir(exist_ok=True)
+            (tmp_path / f"x{name}" / "questions" / name).rename(repo / "questions" / name)
+    (repo / "questions" / "caltech101" / "logits" / "qwen2.5-7b_chat_50-5.json").rename(
+        repo / "questions" / "caltech101" / "logits" / "qwen2.5-72B_chat_50-5.json")
+    runs = [(name, []) for name in PAPER_DATASETS + ["coco", "lead"]] + [("lead", ["NPROC=2"]), ("fashion-mnist", [])]
+    runs += [(name, [f"PUBLISHED={repo}", "CUB_DATA=/c", "MAKD_QUESTIONS=/q.txt"]) for name in PAPER_DATASETS if name != "dtd"]
+    known, checked = {}, 0
+    for k, (name, extra) in enumerate(runs):
+        text = dry_run(EXAMPLES / name, f"DATA={tmp_path}", f"WORK={tmp_path / f'w{k}'}", "SEEDS=0", *extra)  # a seed is a seed
+        for sub, args in _makd_commands(text):
+            if sub not in known:
+                known[sub] = _help_flags(sub)
+            flags = known[sub]
+            unknown = [a.split("=")[0] for a in args if a.startswith("-") and a.split("=")[0] not in flags]
+            assert not unknown, f"examples/{name} {' '.join(extra)}: makd {' '.join(sub)} has no {unknown}"
+            checked += 1
+    assert {("train",), ("extract",), ("eval",), ("import", "questions"), ("import", "targets")} <= set(known)
+    assert checked > 50
