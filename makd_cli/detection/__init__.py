@@ -1,6 +1,6 @@
 """Object detection with multi-aspect distillation (MaKD section 4, Table 7): ``makd train --task detection``.
 
-- ``model.py``: torchvision's Faster R-CNN + FPN (ResNet-18 / ResNet-50) and the aspect head.
+- ``model.py``: torchvision's Faster R-CNN + FPN (ResNet-18, ResNet-50, MobileNet-V2) and the aspect head.
 - ``data.py``: COCO-format images and boxes as detector batches (``data/coco.py`` reads the files).
 - ``train.py``: the task on the shared engine (``train/engine.py``), COCO's 1x schedule.
 - ``evaluate.py``: COCO AP through pycocotools for ``makd eval``, seeds aggregated.

@@ -7,7 +7,7 @@ them by random or class-shuffled ones). The training loop is the shared engine (
 sampler, bf16 autocast on CUDA, atomic checkpoints, ``--resume`` after ``kill -9``).
 
 The schedule is COCO's 1x (Detectron2's, which the baselines of Table 7 use), counted in epochs:
-12 epochs of 118k images at 16 per batch (90k iterations), lr 0.02 (x batch/16), momentum 0.9,
+12 epochs of 118k images at 16 per batch (90k iterations), lr 0.02 (not scaled with --batch-size: scale it yourself), momentum 0.9,
 weight decay 1e-4, lr x0.1 after epochs 8 and 11 (60k and 80k iterations), 1000 warm-up iterations
 from lr x0.001 (at most one epoch), multi-scale training (shorter side 640..800, longer at most 1333,
 800 at test) and random horizontal flips. ``SCHEDULE_1X`` replaces the classification defaults of
