@@ -117,6 +117,9 @@ def test_resumed_run_selects_as_an_uninterrupted_one(tiny_data, tmp_path, script
     assert held_epoch(tmp_path / "r" / "best.pt", scripted["weights"]) == 5
     with pytest.raises(MakdError, match="--select-by test-acc, not test-loss"):
         train(cfg(tiny_data, tmp_path / "r", select_by="test-loss", resume=True))
+    # the papers' protocol trains on every image (--val-fraction 0): resuming with another split is refused
+    with pytest.raises(MakdError, match="--val-fraction 0.25, not 0"):
+        train(cfg(tiny_data, tmp_path / "r", select_by="test-acc", val_fraction=0.0, resume=True))
 
 
 def test_select_epoch_rules():

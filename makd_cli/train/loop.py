@@ -75,8 +75,9 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
     was, now = task_name(old.get("task"), old.get("method", cfg.method)), task_name(cfg.task, cfg.method)
     if was != now:  # a detector's last.pt resumed as a classifier (or back) would not load
         raise MakdError(f"{out}/last.pt was trained with --task {was}, not {now}; resume with the same options or choose another -o")
-    for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "targets", "control",
-                "select_by", "select_every"):
+    # train_fraction and val_fraction decide which images train: another value would change the split mid-run
+    for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "train_fraction", "val_fraction",
+                "targets", "control", "select_by", "select_every"):
         if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
             raise MakdError(
                 f"{out}/last.pt was trained with --{key.replace('_', '-')} {old.get(key)}, not {getattr(cfg, key)}; "
