@@ -354,6 +354,13 @@ def test_cli_refuses_other_data_and_methods_in_one_line(coco_dir, tmp_path, caps
         assert len(err.splitlines()) == 1 and __import__("re").search(message, err), err
 
 
+def test_epoch_batches_count_each_process_share():
+    assert det_train.epoch_batches(118_000, 1, 16) == (7375, True)
+    assert det_train.epoch_batches(118_000, 8, 2) == (7375, True)  # 14750 images per process
+    assert det_train.epoch_batches(12, 2, 8) == (1, False)  # 6 per process: one short batch, not none
+    assert det_train.epoch_batches(13, 1, 4) == (3, True)
+
+
 def test_warmup_and_decay_follow_the_1x_schedule():
     assert det_train.lr_factor(0, 0, [8, 11], 1000) == pytest.approx(0.001)
     assert det_train.lr_factor(0, 500, [8, 11], 1000) == pytest.approx(0.001 * 0.5 + 0.5)

@@ -61,6 +61,13 @@ def decay(epoch: int, steps: list[int]) -> float:
     return 0.1 ** sum(epoch >= m for m in steps)
 
 
+def epoch_batches(images: int, world: int, batch_size: int) -> tuple[int, bool]:
+    """(batches per epoch, drop_last) of one process: its DistributedSampler share of ``images`` in batches of
+    ``batch_size`` (per process), the last short one dropped unless the share is smaller than one batch."""
+    share = math.ceil(images / world)
+    return (share // batch_size, True) if share > batch_size else (1, False)
+
+
 def lr_factor(epoch: int, iteration: int, steps: list[int], warmup: int) -> float:
     """The lr multiplier at global ``iteration`` of 0-based ``epoch``: step decay times linear warm-up."""
     decay_factor = decay(epoch, steps)
@@ -164,7 +171,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         step_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[info.local_rank] if device.type == "cuda" else None)
     batch_size = per_rank_batch(cfg.batch_size, info)
     data = DetectionData(coco.train, positions, flip=True)
-    steps_per_epoch = max(1, (math.ceil(len(data) / info.world) if info.enabled else len(data)) // batch_size)
+    steps_per_epoch, drop_last = epoch_batches(len(data), info.world if info.enabled else 1, batch_size)
     warmup = min(WARMUP_ITERS, steps_per_epoch)
     steps = milestones(cfg)
 
@@ -232,7 +239,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         return loss, {name: value.item() for name, value in parts.items()}
 
     objective = Objective(model=model, data=data, train_modules=[model], step=step, parts=(*LOSS_NAMES, *(t.name for t in terms)),
-                          batch_size=batch_size, drop_last=len(data) > batch_size, keep="latest", collate=collate,
+                          batch_size=batch_size, drop_last=drop_last, keep="latest", collate=collate,
                           loss_hint="lower --lr or --aux-weight (a detector from random weights needs a smaller lr than 0.02)")
     run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, float("-inf"), start_epoch)
     with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
