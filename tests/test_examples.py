@@ -155,3 +155,33 @@ def test_every_flag_of_every_example_exists(tmp_path):
             checked += 1
     assert {("train",), ("extract",), ("eval",), ("import", "questions"), ("import", "targets")} <= set(known)
     assert checked > 50
+
+
+def test_caltech_class_map_imports_lavids_names(tmp_path):
+    """The caltech101 example's CLASS_MAP_JSON, as its dry run writes it, imports a file with LaViD's
+    Caltech-101 names (the published one folds Faces/Faces_easy into "face" and drops four plurals): its
+    keys are makd's class names ("Faces easy", not the folder's "Faces_easy")."""
+    import json
+    import re
+
+    from makd_cli.interop.run import ImportQuestionsConfig, ImportTargetsConfig, import_questions, import_targets
+
+    repo = fake_lavid_repo(tmp_path / "lavid", "caltech101", "qwen2.5-72B_chat_50-5")
+    text = dry_run(EXAMPLES / "caltech101", f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}", f"PUBLISHED={repo}")
+    class_map = json.loads(re.search(r"echo '(\{.*?\})' > ", text).group(1))
+    folders = ["Faces", "Faces_easy", "Leopards", "Motorbikes", "accordion", "airplanes"]
+    (tmp_path / "classes.txt").write_text("".join(f.replace("_", " ") + "\n" for f in folders))  # as makd names them
+    lavid_names = ["face", "leopard", "motorbike", "accordion", "airplane"]
+    (tmp_path / "caltech101").mkdir()
+    (tmp_path / "caltech101" / "q.txt").write_text("What shape is the class?\n1. round\n2. square\n")
+    (tmp_path / "map.json").write_text(json.dumps(class_map))
+    probs = {name: [[0.5 + k / 16, 0.5 - k / 16]] for k, name in enumerate(lavid_names)}  # exact in float32
+    (tmp_path / "t.json").write_text(json.dumps(probs))
+    import_questions(ImportQuestionsConfig(tmp_path / "caltech101" / "q.txt", tmp_path / "q.jsonl"))
+    import_targets(ImportTargetsConfig(tmp_path / "t.json", tmp_path / "t.h5", tmp_path / "classes.txt", tmp_path / "q.jsonl",
+                                       class_map=tmp_path / "map.json"))
+    from makd_cli.formats.targets import read_targets
+
+    got = read_targets(tmp_path / "t.h5")
+    rows = ["face", "face", "leopard", "motorbike", "accordion", "airplane"]
+    assert got.probs.reshape(6, 2).tolist() == [probs[r][0] for r in rows]
