@@ -183,7 +183,7 @@ def train(
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
     train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split); "
-                                      "--method lead-ssl holds nothing out (nothing is chosen on it)."),
+                                      "--method lead-ssl and --task detection hold nothing out (nothing is chosen on it)."),
     select_by: str = typer.Option("val", "--select-by", help="Which epoch best.pt holds: val (best validation top-1, the default), or the papers' "
                                   "protocols, which read the test split: test-loss (LaViD: lowest test CE) or test-acc (MaKD: best test top-1)."),
     select_every: Optional[int] = typer.Option(None, "--select-every", min=1, help="Epochs between checks for best.pt (default: 5 for test-loss as "

@@ -346,7 +346,9 @@ def test_cli_refuses_other_data_and_methods_in_one_line(coco_dir, tmp_path, caps
     from makd_cli.cli import main
 
     for args, message in ((["--data", f"coco:{coco_dir}", "--method", "kd"], "ce .*or makd"),
-                          (["--data", str(tmp_path)], "coco:PATH")):
+                          (["--data", str(tmp_path)], "coco:PATH"),
+                          (["--data", f"coco:{coco_dir}", "--val-fraction", "0.2"], "--val-fraction .*not supported"),
+                          (["--data", f"coco:{coco_dir}", "--select-every", "2"], "--select-every is not supported")):
         with pytest.raises(SystemExit) as e:
             main(["train", "--task", "detection", "-o", str(tmp_path / "r"), *args])
         assert e.value.code == 2

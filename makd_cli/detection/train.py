@@ -99,7 +99,8 @@ def _check_options(cfg: TrainConfig) -> list[str]:
         raise MakdError(f"--task detection trains --method ce (the detector) or makd (with the aspect head), not {cfg.method!r}")
     for flag, bad in (("--teacher-ckpt", cfg.teacher_ckpt), ("--per-class", cfg.per_class is not None),
                       ("--train-fraction", cfg.train_fraction != 1.0), ("--select-by", getattr(cfg, "select_by", "val") != "val"),
-                      ("--compile", cfg.compile)):
+                      ("--compile", cfg.compile), ("--select-every", cfg.select_every is not None),
+                      ("--val-fraction (nothing is held out)", cfg.val_fraction != TrainConfig.val_fraction)):
         if bad:
             raise MakdError(f"{flag} is not supported with --task detection")
     return parts
