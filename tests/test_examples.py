@@ -157,31 +157,34 @@ def test_every_flag_of_every_example_exists(tmp_path):
     assert checked > 50
 
 
-def test_caltech_class_map_imports_lavids_names(tmp_path):
-    """The caltech101 example's CLASS_MAP_JSON, as its dry run writes it, imports a file with LaViD's
-    Caltech-101 names (the published one folds Faces/Faces_easy into "face" and drops four plurals): its
-    keys are makd's class names ("Faces easy", not the folder's "Faces_easy")."""
+@pytest.mark.parametrize("name, lavid_name, teacher, folders, lavid_names, rows", [
+    # the published Qwen2.5-72B file folds Faces/Faces_easy into "face" and drops four plurals
+    ("caltech101", "caltech101", "qwen2.5-72B_chat_50-5", ["Faces", "Faces_easy", "Leopards", "Motorbikes", "accordion", "airplanes"],
+     ["face", "leopard", "motorbike", "accordion", "airplane"], ["face", "face", "leopard", "motorbike", "accordion", "airplane"]),
+    # torchvision's (makd's) "pink-yellow dahlia?" and "lotus" are LaViD's "pink-yellow dahlia" and "lotus lotus"
+    ("flowers", "flowers", "qwen2.5-7b_chat_50-5", ["pink-yellow dahlia?", "lotus", "sweet pea"],
+     ["pink-yellow dahlia", "lotus lotus", "sweet pea"], ["pink-yellow dahlia", "lotus lotus", "sweet pea"]),
+])
+def test_class_map_imports_lavids_names(tmp_path, name, lavid_name, teacher, folders, lavid_names, rows):
+    """The example's CLASS_MAP_JSON, as its dry run writes it, imports a file with LaViD's names where
+    they differ from makd's (checked on the published files): its keys are makd's class names
+    ("Faces easy", not the folder's "Faces_easy")."""
     import json
     import re
 
+    from makd_cli.formats.targets import read_targets
     from makd_cli.interop.run import ImportQuestionsConfig, ImportTargetsConfig, import_questions, import_targets
 
-    repo = fake_lavid_repo(tmp_path / "lavid", "caltech101", "qwen2.5-72B_chat_50-5")
-    text = dry_run(EXAMPLES / "caltech101", f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}", f"PUBLISHED={repo}")
-    class_map = json.loads(re.search(r"echo '(\{.*?\})' > ", text).group(1))
-    folders = ["Faces", "Faces_easy", "Leopards", "Motorbikes", "accordion", "airplanes"]
+    repo = fake_lavid_repo(tmp_path / "lavid", lavid_name, teacher)
+    text = dry_run(EXAMPLES / name, f"DATA={tmp_path}", f"WORK={tmp_path / 'w'}", f"PUBLISHED={repo}")
+    (tmp_path / "map.json").write_text(re.search(r"echo '(\{.*?\})' > ", text).group(1))
     (tmp_path / "classes.txt").write_text("".join(f.replace("_", " ") + "\n" for f in folders))  # as makd names them
-    lavid_names = ["face", "leopard", "motorbike", "accordion", "airplane"]
-    (tmp_path / "caltech101").mkdir()
-    (tmp_path / "caltech101" / "q.txt").write_text("What shape is the class?\n1. round\n2. square\n")
-    (tmp_path / "map.json").write_text(json.dumps(class_map))
-    probs = {name: [[0.5 + k / 16, 0.5 - k / 16]] for k, name in enumerate(lavid_names)}  # exact in float32
+    (tmp_path / lavid_name).mkdir()
+    (tmp_path / lavid_name / "q.txt").write_text("What shape is the class?\n1. round\n2. square\n")
+    probs = {n: [[0.5 + k / 16, 0.5 - k / 16]] for k, n in enumerate(lavid_names)}  # exact in float32
     (tmp_path / "t.json").write_text(json.dumps(probs))
-    import_questions(ImportQuestionsConfig(tmp_path / "caltech101" / "q.txt", tmp_path / "q.jsonl"))
+    import_questions(ImportQuestionsConfig(tmp_path / lavid_name / "q.txt", tmp_path / "q.jsonl"))
     import_targets(ImportTargetsConfig(tmp_path / "t.json", tmp_path / "t.h5", tmp_path / "classes.txt", tmp_path / "q.jsonl",
                                        class_map=tmp_path / "map.json"))
-    from makd_cli.formats.targets import read_targets
-
     got = read_targets(tmp_path / "t.h5")
-    rows = ["face", "face", "leopard", "motorbike", "accordion", "airplane"]
-    assert got.probs.reshape(6, 2).tolist() == [probs[r][0] for r in rows]
+    assert got.probs.reshape(len(rows), 2).tolist() == [probs[r][0] for r in rows]
