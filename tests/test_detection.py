@@ -482,3 +482,36 @@ def test_resume_keeps_the_detectors_sampling_image_size_and_frozen_stages(coco_d
         with pytest.raises(MakdError, match=message) as e:
             det_train.check_detector_resume(ckpt, resumed, dict(sampling), tmp_path / "r")
         assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow  # a run in this process, one killed in another, its resumption: about 30 s
+def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(coco_dir, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    targets = aspect_targets(coco_dir, tmp_path / "t.h5")
+    common = dict(method="makd", targets=str(targets), aux_weight=1.0)
+    train_runs(config(coco_dir, tmp_path / "full", **common))
+    cut = tmp_path / "cut"
+    cmd = [sys.executable, "-m", "makd_cli", "train", "--task", "detection", "--data", f"coco:{coco_dir}", "--method", "makd",
+           "--targets", str(targets), "--aux-weight", "1", "--epochs", "2", "--batch-size", "4", "--lr", "0.01",
+           "--weight-decay", "1e-4", "--image-size", str(SIZE), "--workers", "0", "--device", "cpu", "--quiet",
+           "--rois-per-image", str(SMALL["rois_per_image"]), "--proposals", str(SMALL["proposals"]), "-o", str(cut)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 300
+    while not (cut / "metrics.jsonl").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)  # in epoch 2, after epoch 1's checkpoint
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode()[-2000:]
+    assert load_checkpoint(cut / "last.pt")["epoch"] == 0
+    train_runs(config(coco_dir, cut, resume=True, **common))
+    a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(cut / "last.pt")
+    assert [r["train_loss"] for r in a["history"]] == [r["train_loss"] for r in b["history"]]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k, state in a["optimizer"]["state"].items():
+        assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"]), k
