@@ -267,6 +267,15 @@ def test_targets_that_miss_training_images_are_one_line(coco_dir, tmp_path):
     assert "\n" not in str(e.value)
 
 
+def test_an_unreadable_training_image_is_one_line_from_a_loader_worker_too(coco_dir, tmp_path):
+    shutil.copytree(coco_dir, tmp_path / "c")
+    for image in (tmp_path / "c" / "train2017").iterdir():
+        image.write_bytes(b"not a jpeg")
+    with pytest.raises(MakdError, match=r"^cannot read image .*train2017/0+\d+\.jpg \(UnidentifiedImageError\)") as e:
+        train_runs(config(tmp_path / "c", tmp_path / "run", epochs=1, workers=1))
+    assert "\n" not in str(e.value) and "Traceback" not in str(e.value)
+
+
 def test_controls_replace_the_aspect_targets(coco_dir, tmp_path):
     from makd_cli.controls import apply_control
     from makd_cli.formats.targets import read_targets

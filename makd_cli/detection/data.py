@@ -36,13 +36,23 @@ class DetectionData(torch.utils.data.Dataset):
 
     def __getitem__(self, i: int):
         k = self.positions[i]
-        image = read_image(self.split.paths[k])
+        try:
+            image = read_image(self.split.paths[k])
+        except MakdError as exc:  # raised by the training step (check_readable): a DataLoader worker's error carries its traceback
+            return i, None, {"unreadable": str(exc)}
         boxes = torch.from_numpy(np.array(self.split.boxes[k], dtype=np.float32)).reshape(-1, 4)
         if self.flip and torch.rand(()) < 0.5:  # Detectron2's RandomFlip; torch's RNG, reseeded every epoch
             image = image.flip(-1)
             width = image.shape[-1]
             boxes = torch.stack([width - boxes[:, 2], boxes[:, 1], width - boxes[:, 0], boxes[:, 3]], dim=1)
         return i, image, {"boxes": boxes, "labels": torch.from_numpy(np.array(self.split.labels[k], dtype=np.int64))}
+
+
+def check_readable(images: list, targets: list[dict]) -> None:
+    """The one-line error of the first image of a batch that could not be read (``None`` in ``images``)."""
+    for image, target in zip(images, targets):
+        if image is None:
+            raise MakdError(target["unreadable"])
 
 
 def collate(items) -> tuple:

@@ -27,7 +27,7 @@ import torch
 from makd_cli.data import load_dataset
 from makd_cli.data.coco import OBJECT_SEP, read_coco
 from makd_cli.detection import SCHEDULE_1X
-from makd_cli.detection.data import DetectionData, collate
+from makd_cli.detection.data import DetectionData, check_readable, collate
 from makd_cli.detection.model import build_detector, image_sizes
 from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
@@ -222,6 +222,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
 
     def step(batch, epoch):
         indices, images, boxes = batch
+        check_readable(images, boxes)
         if counter["epoch"] != epoch:
             counter.update(epoch=epoch, i=0)
         factor = lr_factor(epoch, epoch * steps_per_epoch + counter["i"], steps, warmup)
