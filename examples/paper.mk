@@ -69,8 +69,9 @@ RUN_DONE = $(foreach s,$(STUDENTS),$(foreach m,$(RUNS),$(foreach p,$(PROTOCOLS),
 PAPER_FLAGS = $(foreach r,$(RUNS),$(if $(PAPER_$(r)),--paper "$(r)=$(PAPER_$(r))"))
 published_file = $(if $(wildcard $(1)),$(1),$(error PUBLISHED: $(1) does not exist; LaViD publishes $(2) for cub200, stanfordcars, oxfordpets, flowers, fgvc_aircraft, caltech101 and waterbird))
 
-.PHONY: all results clean
+.PHONY: all results clean FORCE
 all: results
+FORCE:
 
 $(WORK)/classes.txt:
 	@mkdir -p $(WORK)
@@ -80,9 +81,11 @@ $(WORK)/lavid_classes.txt:
 	@mkdir -p $(WORK)
 	$(MAKD) data classes $(LAVID_CLASSES_SPEC) -o $@
 
-$(WORK)/class_map.json:
+# Rewritten only when CLASS_MAP_JSON changes, so a corrected map re-runs the import and an unchanged one does not.
+$(WORK)/class_map.json: FORCE
 	@mkdir -p $(WORK)
-	echo '$(or $(CLASS_MAP_JSON),{})' > $@
+	echo '$(or $(CLASS_MAP_JSON),{})' > $@.new
+	@if cmp -s $@.new $@; then rm $@.new; else mv $@.new $@; fi
 
 ifneq ($(PUBLISHED),)
 $(WORK)/mcq.jsonl:

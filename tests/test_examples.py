@@ -188,3 +188,24 @@ def test_class_map_imports_lavids_names(tmp_path, name, lavid_name, teacher, fol
                                        class_map=tmp_path / "map.json"))
     got = read_targets(tmp_path / "t.h5")
     assert got.probs.reshape(len(rows), 2).tolist() == [probs[r][0] for r in rows]
+
+
+def test_published_import_reruns_when_the_class_map_changes(tmp_path):
+    """paper.mk rewrites class_map.json only when CLASS_MAP_JSON changes: a corrected map re-runs the
+    import (a stale map from a failed run no longer blocks it), an unchanged one does not."""
+    repo = fake_lavid_repo(tmp_path / "lavid")
+    fake = tmp_path / "fakemakd"  # records its arguments and writes its output (the last argument)
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/log\nfor a; do :; done\ntouch "$a"\n')
+    fake.chmod(0o755)
+    work = tmp_path / "w"
+    args = ["make", "-s", "-C", str(EXAMPLES / "cub"), str(work / "lavid_targets.h5"), f"MAKD={fake}", f"WORK={work}",
+            f"DATA={tmp_path}", f"PUBLISHED={repo}"]
+
+    def imports(*extra) -> int:
+        subprocess.run([*args, *extra], check=True, capture_output=True, timeout=60)
+        return sum(line.startswith("import targets") for line in (tmp_path / "log").read_text().splitlines())
+
+    assert imports() == 1
+    assert imports() == 1  # nothing changed: nothing re-run
+    assert imports('CLASS_MAP_JSON={"a": "b"}') == 2
+    assert (work / "class_map.json").read_text() == '{"a": "b"}\n'
