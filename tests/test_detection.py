@@ -524,3 +524,20 @@ def test_kill_9_mid_epoch_then_resume_equals_the_uninterrupted_run(coco_dir, tmp
         assert torch.equal(a["model"][k], b["model"][k]), k
     for k, state in a["optimizer"]["state"].items():
         assert torch.equal(state["momentum_buffer"], b["optimizer"]["state"][k]["momentum_buffer"]), k
+
+
+def test_detection_table_averages_seeds_of_one_setting():
+    from makd_cli.detection.evaluate import METRICS, detection_table
+
+    def result(method, seed, ap, apl=None):
+        return {"data": "coco:x", "student": "resnet18", "method": method, "control": None, "train_per_class": None,
+                "epochs": 12, "seed": seed, "settings": {"lr": 0.02}, **{m: ap + i for i, m in enumerate(METRICS)}, "APl": apl}
+
+    aps = [33.0, 33.5, 34.5]
+    table = detection_table([result("makd", s, ap, apl=50.0 + s) for s, ap in enumerate(aps)] + [result("ce", 0, 30.0)])
+    assert list(table["method"]) == ["makd", "ce"] and list(table["runs"]) == [3, 1]
+    row = table.iloc[0]
+    assert row["AP"] == pytest.approx(np.mean(aps)) and row["AP50"] == pytest.approx(np.mean(aps) + 1)
+    assert row["AP_std"] == pytest.approx(math.sqrt(sum((a - np.mean(aps)) ** 2 for a in aps) / 3))  # population std
+    assert row["APl"] == pytest.approx(51.0) and row["APl_std"] == pytest.approx(math.sqrt(2 / 3))
+    assert math.isnan(table.iloc[1]["APl"]) and table.iloc[1]["AP_std"] == 0.0  # no large objects: "-"

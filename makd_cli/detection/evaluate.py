@@ -22,7 +22,7 @@ import torch
 from makd_cli.data.coco import CocoSplit, read_coco
 from makd_cli.detection.data import read_image
 from makd_cli.errors import MakdError
-from makd_cli.evaluate.report import GROUP_KEYS, differing_settings, run_settings
+from makd_cli.evaluate.report import GROUP_KEYS, aggregate_seeds, differing_settings, run_settings
 from makd_cli.fileio import atomic_write_text, sha256_file, sha256_text
 
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")  # COCOeval.stats[0:6]
@@ -170,11 +170,7 @@ def detection_table(results: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     df["control"] = df["control"].fillna("-")
     df["train_per_class"] = df["train_per_class"].fillna("all")
-    grouped = df.groupby(GROUP_KEYS + differ, sort=False, dropna=False)
-    table = grouped[list(METRICS)].mean().join(grouped[list(METRICS)].std(ddof=0).fillna(0.0).add_suffix("_std"))
-    table["runs"] = grouped.size()
-    table = table.reset_index()
-    table.attrs["differ"] = differ
+    table = aggregate_seeds(df, list(METRICS), differ)
     table.attrs["task"] = "detection"
     return table
 

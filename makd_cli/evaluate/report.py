@@ -147,6 +147,12 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
     df["train_per_class"] = df["train_per_class"].fillna("all")
     df["selected_by"] = df["selected_by"].fillna("val")
     metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae") if c in df]
+    return aggregate_seeds(df, metrics, differ)
+
+
+def aggregate_seeds(df: pd.DataFrame, metrics: list[str], differ: list[str]) -> pd.DataFrame:
+    """Runs (rows of ``df``) that agree in every setting but the seed become one row: the mean of each
+    metric, its population standard deviation ``<metric>_std`` (0 for one run) and ``runs``."""
     grouped = df.groupby(GROUP_KEYS + differ, sort=False, dropna=False)
     table = grouped[metrics].mean()
     std = grouped[metrics].std(ddof=0).fillna(0.0)
