@@ -306,6 +306,21 @@ def test_coco_ap_is_100_for_perfect_boxes_and_0_for_none(coco_dir):
     assert coco_metrics(ds.val, wrong)["AP"] == 0.0  # right boxes, wrong categories
 
 
+def test_coco_ap_of_perfect_boxes_is_100_whatever_the_annotation_ids(coco_dir, tmp_path):
+    shutil.copytree(coco_dir, tmp_path / "c")
+    file = tmp_path / "c" / "annotations" / "instances_val2017.json"
+    doc = json.loads(file.read_text())
+    for k, a in enumerate(doc["annotations"]):
+        a["id"] = k  # numbered from 0, as Roboflow's exports
+    doc["annotations"][-1].pop("id")  # and one without an id
+    file.write_text(json.dumps(doc))
+    ds = read_coco(tmp_path / "c")
+    perfect = [{"image_id": ds.val.image_ids[k], "category_id": ds.category_ids[label - 1],
+                "bbox": [x1, y1, x2 - x1, y2 - y1], "score": 1.0}
+               for k in range(len(ds.val)) for (x1, y1, x2, y2), label in zip(ds.val.boxes[k].tolist(), ds.val.labels[k].tolist())]
+    assert coco_metrics(ds.val, perfect)["AP"] == 100.0
+
+
 def test_detect_writes_coco_records_xywh_with_the_datasets_category_and_image_ids(coco_dir):
     from makd_cli.detection.evaluate import detect
 

@@ -45,12 +45,15 @@ def is_detection_file(path) -> bool:
 
 def _ground_truth(split: CocoSplit):
     """pycocotools' COCO object of the split's annotation file; fields a user's own set may lack
-    (area, iscrowd) are filled the way COCO defines them."""
+    (area, iscrowd) are filled the way COCO defines them, and the annotations numbered 1..N: COCOeval
+    counts a detection matched to annotation id 0 as unmatched (Roboflow exports number from 0) and
+    indexes the annotations by id (missing or repeated ids fail or collide)."""
     from pycocotools.coco import COCO
 
     with open(split.annotation_file, "rb") as fh:
         doc = json.load(fh)
-    for a in doc["annotations"]:
+    for number, a in enumerate(doc["annotations"], start=1):
+        a["id"] = number
         a.setdefault("iscrowd", 0)
         if "area" not in a:
             a["area"] = float(a["bbox"][2]) * float(a["bbox"][3])
