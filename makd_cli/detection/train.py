@@ -248,6 +248,6 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         fit(cfg, run, objective, bar)
     if info.main and not cfg.quiet:
         print(f"makd: {out}: evaluate with `makd eval {out}` (COCO AP on {coco.val.name})", file=sys.stderr)
-    final = run.history[-1] if run.history else {}
-    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": -final.get("train_loss", 0.0), "history": run.history,
-            "split": base["split"], "task": TASK}
+    # no validation top-1 for a detector: COCO AP comes from makd eval
+    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": None, "history": run.history, "split": base["split"],
+            "task": TASK}
