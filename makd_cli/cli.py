@@ -182,11 +182,13 @@ def train(
     teacher_ckpt: Optional[Path] = typer.Option(None, "--teacher-ckpt", help="Teacher checkpoint for kd/dkd/mlkd."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
     train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Share of training images held out for validation (never the test split); "
-                                      "--method lead-ssl and --task detection hold nothing out (nothing is chosen on it)."),
+    val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of training images held out for validation (never the "
+                                                "test split). Default: 0.1 with --select-by val; 0 with --select-by test-loss/test-acc, "
+                                                "as the papers train on every image; --method lead-ssl and --task detection hold nothing "
+                                                "out (nothing is chosen on it)."),
     select_by: str = typer.Option("val", "--select-by", help="Which epoch best.pt holds: val (best validation top-1, the default), or the papers' "
-                                  "protocols, which read the test split: test-loss (LaViD: lowest test CE) or test-acc (MaKD: best test top-1); "
-                                  "add --val-fraction 0 to train on every training image as they do."),
+                                  "protocols, which read the test split: test-loss (LaViD: lowest test CE) or test-acc (MaKD: best test top-1), "
+                                  "which also hold nothing out unless --val-fraction is given, as the papers train on every training image."),
     select_every: Optional[int] = typer.Option(None, "--select-every", min=1, help="Epochs between checks for best.pt (default: 5 for test-loss as "
                                                "LaViD's reference, else 1; the last epoch is always checked)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input side length (default: native size up to 64 px, else 224)."),

@@ -189,6 +189,18 @@ def test_cli_flag_and_errors(tiny_data, tmp_path):
         TrainConfig(data="x", out="y", select_every=0)
 
 
+def test_val_fraction_defaults_follow_the_protocol(tiny_data, tmp_path):
+    """A test-split protocol holds nothing out unless asked (the references train on every image); val holds 10 %."""
+    assert TrainConfig(data="x", out="y").val_fraction == 0.1
+    assert TrainConfig(data="x", out="y", select_by="test-loss").val_fraction == 0.0
+    assert TrainConfig(data="x", out="y", select_by="test-acc").val_fraction == 0.0
+    assert TrainConfig(data="x", out="y", select_by="test-acc", val_fraction=0.2).val_fraction == 0.2
+    res = CliRunner().invoke(app, ["train", "--data", str(tiny_data), "-o", str(tmp_path / "d"), "--student", "small_cnn",
+                                   "--epochs", "1", "--image-size", "16", "--select-by", "test-loss", "--quiet", "--json"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(tmp_path / "d" / "best.pt")["split"]["val"] == 0
+
+
 def test_cli_val_without_a_validation_split_says_training_loss(tiny_data, tmp_path):
     """--select-by val with --val-fraction 0 ranks by the training loss: the summary says so (it printed
     the negated loss as a "validation top-1" in %)."""

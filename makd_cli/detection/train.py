@@ -34,7 +34,7 @@ from makd_cli.errors import MakdError
 from makd_cli.fileio import output_lock, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.methods import Batch, MethodContext, build_terms
-from makd_cli.train.config import TrainConfig
+from makd_cli.train.config import DEFAULT_VAL_FRACTION, TrainConfig
 from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
 from makd_cli.train.engine import Objective, Run, fit, seed_everything
 from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
@@ -100,7 +100,7 @@ def _check_options(cfg: TrainConfig) -> list[str]:
     for flag, bad in (("--teacher-ckpt", cfg.teacher_ckpt), ("--per-class", cfg.per_class is not None),
                       ("--train-fraction", cfg.train_fraction != 1.0), ("--select-by", getattr(cfg, "select_by", "val") != "val"),
                       ("--compile", cfg.compile), ("--select-every", cfg.select_every is not None),
-                      ("--val-fraction (nothing is held out)", cfg.val_fraction != TrainConfig.val_fraction)):
+                      ("--val-fraction (nothing is held out)", cfg.val_fraction != DEFAULT_VAL_FRACTION)):
         if bad:
             raise MakdError(f"{flag} is not supported with --task detection")
     return parts

@@ -8,6 +8,7 @@ from makd_cli.errors import MakdError
 
 PAPER_EPOCHS = 240
 PAPER_MILESTONES = (150, 180, 210)
+DEFAULT_VAL_FRACTION = 0.1  # held out of the training split for --select-by val (never the test split)
 # Which epoch best.pt holds (--select-by). "val" is makd's honest default: the held-out validation
 # split. The other two are the papers' protocols, which read the test split: LaViD's reference keeps
 # the lowest test CE, checked every 5 epochs (Lightning's check_val_every_n_epoch=5 on a val loader
@@ -38,7 +39,7 @@ class TrainConfig:
     logit_standardize: bool = False
     per_class: int | None = None
     train_fraction: float = 1.0
-    val_fraction: float = 0.1
+    val_fraction: float | None = None  # None: DEFAULT_VAL_FRACTION, or 0 when --select-by reads the test split
     select_by: str = "val"  # val | test-loss | test-acc (SELECT_BY)
     select_every: int | None = None  # epochs between checks; None: the protocol's reference interval
     image_size: int | None = None
@@ -67,6 +68,8 @@ class TrainConfig:
             raise MakdError(f"--select-by {self.select_by}: choose {', '.join(SELECT_BY)}")
         if self.select_every is not None and self.select_every < 1:
             raise MakdError("--select-every must be at least 1")
+        if self.val_fraction is None:  # a hold-out nothing is chosen on only costs training images (the references hold none out)
+            self.val_fraction = 0.0 if self.select_by.startswith("test") else DEFAULT_VAL_FRACTION
 
     @classmethod
     def for_task(cls, task: str | None, **fields) -> "TrainConfig":
