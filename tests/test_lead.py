@@ -554,14 +554,15 @@ def test_torchrun_two_ranks_equal_one(clip_dir, tiny_data, tmp_path):
 
 
 LEAD_SSL_SCRIPT = """
-import json, sys
+import json, os, sys
 from makd_cli.train import TrainConfig
 from makd_cli.train.moco import train_moco
 data, targets, out = sys.argv[1:4]
 r = train_moco(TrainConfig(data=data, out=out, method="lead-ssl", targets=targets, student="small_cnn", epochs=2, batch_size=8,
                            lr=0.05, quiet=True, image_size=16, moco_queue=12, workers=0, device="cpu",
                            extra={"lead_teacher": "offline"}))
-print(json.dumps([h["train_loss"] for h in r["history"]]))
+if os.environ["RANK"] == "0":  # one line: both processes printing at once can interleave on the shared stdout
+    print(json.dumps([h["train_loss"] for h in r["history"]]))
 """
 
 
