@@ -29,13 +29,12 @@ from makd_cli.data.coco import OBJECT_SEP, read_coco
 from makd_cli.detection import SCHEDULE_1X
 from makd_cli.detection.data import DetectionData, check_readable, collate
 from makd_cli.detection.model import build_detector, image_sizes
-from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
-from makd_cli.fileio import output_lock, sha256_file
+from makd_cli.fileio import sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.train.config import DEFAULT_VAL_FRACTION, TrainConfig
-from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
+from makd_cli.train.distributed import per_rank_batch, run_on_processes
 from makd_cli.train.engine import Objective, Run, fit, seed_everything
 from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
 from makd_cli.train.progress import TrainProgress
@@ -119,27 +118,12 @@ def check_detector_resume(ckpt: dict, cfg: TrainConfig, sampling: dict, out: Pat
 
 
 def train_detection(cfg: TrainConfig) -> dict:
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    try:
-        if not info.main:
-            return _train(cfg, device, info)
-        with output_lock(Path(cfg.out) / "last.pt", "run"):
-            return _train(cfg, device, info)
-    finally:
-        shutdown(info)
+    return run_on_processes(cfg.device, cfg.out, lambda device, info: _train(cfg, device, info))
 
 
 class _Progress(TrainProgress):
-    def end_epoch(self, record: dict) -> None:
-        if self.quiet:
-            return
-        parts = [f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
-        parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_loss"]
-        parts.append(f"lr {record['lr']:.4g}  {record['images_per_s']:.1f} img/s")
-        self.progress.console.print("  ".join(parts))
+    def epoch_parts(self, record: dict) -> list[str]:
+        return [f"lr {record['lr']:.4g}", f"{record['images_per_s']:.1f} img/s"]
 
 
 def _train(cfg: TrainConfig, device: torch.device, info) -> dict:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -66,3 +68,22 @@ def barrier(info: DistInfo) -> None:
 def shutdown(info: DistInfo) -> None:
     if info.created and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def run_on_processes(device_name: str, out: str, train_one: Callable[[torch.device, DistInfo], dict]) -> dict:
+    """Run ``train_one(device, info)`` in this process: its GPU under torchrun, and on rank 0 (the writer)
+    under the run lock of ``out``, so a second job on the same -o stops at once."""
+    from makd_cli.device import resolve_device
+    from makd_cli.fileio import output_lock
+
+    device = resolve_device(device_name)
+    info = init_distributed(device)
+    if info.enabled and device.type == "cuda":
+        device = torch.device("cuda", info.local_rank)
+    try:
+        if not info.main:
+            return train_one(device, info)
+        with output_lock(Path(out) / "last.pt", "run"):
+            return train_one(device, info)
+    finally:
+        shutdown(info)

@@ -20,18 +20,17 @@ from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
-from makd_cli.device import resolve_device
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
-from makd_cli.fileio import check_output_path, output_lock, sha256_file
+from makd_cli.fileio import check_output_path, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.methods.base import TargetTable, ce_weight_of, fine_target_rows
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.distributed import init_distributed, per_rank_batch, shutdown
+from makd_cli.train.distributed import per_rank_batch, run_on_processes
 from makd_cli.train.engine import Objective, Run, fit, seed_everything
 from makd_cli.train.progress import TrainProgress
 
@@ -86,17 +85,7 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
 
 
 def train(cfg: TrainConfig) -> dict:
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    try:
-        if not info.main:
-            return _train(cfg, device, info)
-        with output_lock(Path(cfg.out) / "last.pt", "run"):  # a second job on the same -o stops at once
-            return _train(cfg, device, info)
-    finally:
-        shutdown(info)
+    return run_on_processes(cfg.device, cfg.out, lambda device, info: _train(cfg, device, info))
 
 
 def run_paths(cfg: TrainConfig) -> tuple[Path, Path, Path]:
