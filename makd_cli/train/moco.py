@@ -217,15 +217,11 @@ class TwoViews(TorchSplit):
 
 
 class _Progress(TrainProgress):
-    def end_epoch(self, record: dict) -> None:
-        if self.quiet:
-            return
-        parts = [f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
-        parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k != "train_loss"]
+    def epoch_parts(self, record: dict) -> list[str]:
+        parts = []
         if "teacher_share" in record:
             parts.append(f"online teacher {record['teacher_s_per_step']:.3f} s/step ({100 * record['teacher_share']:.0f}% of the time)")
-        parts.append(f"{record['images_per_s']:.0f} img/s")
-        self.progress.console.print("  ".join(parts))
+        return parts + [f"{record['images_per_s']:.0f} img/s"]
 
 
 # ------------------------------------------------------------------------------------------ loop

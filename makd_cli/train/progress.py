@@ -33,13 +33,21 @@ class TrainProgress:
         self.progress.update(self.task, advance=1, loss=loss)
 
     def end_epoch(self, record: dict) -> None:
-        if self.quiet:
-            return
-        parts = [f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}", f"ce {record['train_ce']:.4f}"]
-        parts += [f"{k[6:]} {v:.4f}" for k, v in record.items() if k.startswith("train_") and k not in ("train_loss", "train_ce")]
+        if not self.quiet:
+            self.progress.console.print("  ".join(self.loss_parts(record) + self.epoch_parts(record)))
+
+    def loss_parts(self, record: dict) -> list[str]:
+        """``epoch N/E``, the loss, then each term of it (``train_<term>``, CE first)."""
+        terms = sorted((k for k in record if k.startswith("train_") and k != "train_loss"), key=lambda k: k != "train_ce")
+        return ([f"epoch {record['epoch']}/{self.epochs}", f"loss {record['train_loss']:.4f}"]
+                + [f"{k[6:]} {record[k]:.4f}" for k in terms])
+
+    def epoch_parts(self, record: dict) -> list[str]:
+        """What a task reports beside its losses; classification: the split that chooses best.pt, and speed."""
+        parts = []
         if "val_top1" in record:
             parts.append(f"val top-1 {record['val_top1']:.2f}%")
         if "test_loss" in record:  # --select-by test-loss / test-acc read the test split on this epoch
             parts.append(f"test CE {record['test_loss']:.4f} top-1 {record['test_top1']:.2f}%")
         parts.append(f"{record['images_per_s']:.0f} img/s")
-        self.progress.console.print("  ".join(parts))
+        return parts
