@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -79,3 +80,30 @@ def mcq_targets_file(tmp_path) -> Path:
     p = tmp_path / "targets.h5"
     write_targets(p, class_mcq_targets())
     return p
+
+
+@pytest.fixture
+def stopped_after_epoch(monkeypatch):
+    """``with stopped_after_epoch(N): train(...)``: the run stops as a kill would, right after epoch N's
+    end-of-epoch report (its checkpoint written); the ``with`` expects that stop, and the report is
+    restored afterwards, so the next ``train(..., resume=True)`` runs normally. Every task's progress
+    report is a ``TrainProgress`` (classification, lead-ssl, detection)."""
+    from makd_cli.train.progress import TrainProgress
+
+    real_end = TrainProgress.end_epoch
+
+    @contextmanager
+    def stopped(epoch: int):
+        def end_then_stop(self, record):
+            real_end(self, record)
+            if record["epoch"] == epoch:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(TrainProgress, "end_epoch", end_then_stop)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                yield
+        finally:
+            monkeypatch.setattr(TrainProgress, "end_epoch", real_end)
+
+    return stopped

@@ -190,7 +190,7 @@ def test_aspect_head_pools_each_image_without_its_padding():
 
 # -- training -----------------------------------------------------------------------------------------
 @pytest.mark.slow  # three short runs and three evaluations: about a minute on 2 busy cores
-def test_train_resume_equals_uninterrupted_and_eval_gives_ap(coco_dir, tmp_path, monkeypatch):
+def test_train_resume_equals_uninterrupted_and_eval_gives_ap(coco_dir, tmp_path, stopped_after_epoch):
     targets = aspect_targets(coco_dir, tmp_path / "t.h5")
     common = dict(method="makd", targets=str(targets), aux_weight=1.0)
     full = train_runs(config(coco_dir, tmp_path / "full", **common))[0]
@@ -200,17 +200,8 @@ def test_train_resume_equals_uninterrupted_and_eval_gives_ap(coco_dir, tmp_path,
     parts = sum(rec[f"train_{n}"] for n in (*det_train.LOSS_NAMES, "makd"))
     assert rec["train_loss"] == pytest.approx(parts, rel=1e-5)
 
-    real_end = det_train._Progress.end_epoch
-
-    def killed_after_epoch_1(self, record):
-        real_end(self, record)
-        if record["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(det_train._Progress, "end_epoch", killed_after_epoch_1)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_after_epoch(1):
         train_runs(config(coco_dir, tmp_path / "cut", **common))
-    monkeypatch.setattr(det_train._Progress, "end_epoch", real_end)
     train_runs(config(coco_dir, tmp_path / "cut", resume=True, **common))
     a, b = load_checkpoint(tmp_path / "full" / "last.pt"), load_checkpoint(tmp_path / "cut" / "last.pt")
     assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]

@@ -303,9 +303,7 @@ def test_lead_trains(tiny_data, tmp_path):
     assert hist[-1]["train_loss"] < hist[0]["train_loss"] and hist[-1]["train_lead"] < hist[0]["train_lead"]
 
 
-def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
-    from makd_cli.train import moco
-
+def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, stopped_after_epoch):
     targets = confident_targets(tiny_data, tmp_path / "t.h5")
     common = dict(method="lead-ssl", targets=str(targets), epochs=4, moco_queue=16, moco_dim=8, moco_momentum=0.99,
                   extra={"lead_teacher": "offline"})
@@ -320,17 +318,8 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, monkeypatch):
     last = load_checkpoint(tmp_path / "ssl" / "last.pt")
     assert last["moco"]["queue"]["queue"].shape == (16, 8)
 
-    real_end = moco._Progress.end_epoch
-
-    def killed_after_epoch_2(self, record):
-        real_end(self, record)
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(moco._Progress, "end_epoch", killed_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_after_epoch(2):
         train_moco(cfg(tiny_data, tmp_path / "cut", **common))
-    monkeypatch.setattr(moco._Progress, "end_epoch", real_end)
     with pytest.raises(MakdError, match="already holds a run"):
         train_moco(cfg(tiny_data, tmp_path / "cut", **common))
     with pytest.raises(MakdError, match="trained with --lead-student text, not head"):

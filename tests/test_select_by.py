@@ -20,7 +20,6 @@ from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, form
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.train import TrainConfig, train
 from makd_cli.train import loop as loop_mod
-from makd_cli.train import progress as progress_mod
 from makd_cli.train.engine import is_check_epoch, select_epoch
 
 # epoch:            1     2     3     4     5     6     7
@@ -95,18 +94,9 @@ def test_select_by_picks_the_epoch_of_the_scripted_curve(tiny_data, tmp_path, sc
     assert [r["epoch"] for r in records if "test_loss" in r] == checks
 
 
-def test_resumed_run_selects_as_an_uninterrupted_one(tiny_data, tmp_path, scripted, monkeypatch):
-    real_end = progress_mod.TrainProgress.end_epoch
-
-    def killed_after_epoch_4(self, record):
-        real_end(self, record)
-        if record["epoch"] == 4:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", killed_after_epoch_4)
-    with pytest.raises(KeyboardInterrupt):
+def test_resumed_run_selects_as_an_uninterrupted_one(tiny_data, tmp_path, scripted, stopped_after_epoch):
+    with stopped_after_epoch(4):
         train(cfg(tiny_data, tmp_path / "r", select_by="test-acc"))
-    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", real_end)
     assert load_checkpoint(tmp_path / "r" / "best.pt")["selection"]["epoch"] == 3  # 90 so far at epoch 3
     from makd_cli.evaluate.protocols import protocol_label
 

@@ -95,26 +95,16 @@ def test_kd_family_trains_a_few_epochs(teacher_world, method, extra):
     assert result["history"][-1][f"train_{method}"] > 0
 
 
-def test_two_view_mlkd_resumes_bit_identically(teacher_world, monkeypatch):
+def test_two_view_mlkd_resumes_bit_identically(teacher_world, stopped_after_epoch):
     # RandAugment draws from torch's generator, which the loop reseeds per epoch (and per loader worker)
     from makd_cli.formats.checkpoint import load_checkpoint
-    from makd_cli.train import progress as progress_mod
 
     data, root = teacher_world
     common = dict(data=str(data), method="mlkd", teacher_ckpt=str(root / "teacher" / "best.pt"), student="small_cnn",
                   epochs=3, batch_size=8, lr=0.005, quiet=True, device="cpu", workers=1, image_size=32)
     train(TrainConfig(out=str(root / "full"), **common))
-    real_end = progress_mod.TrainProgress.end_epoch
-
-    def killed_after_epoch_2(self, record):
-        real_end(self, record)
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", killed_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_after_epoch(2):
         train(TrainConfig(out=str(root / "cut"), **common))
-    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", real_end)
     train(TrainConfig(out=str(root / "cut"), resume=True, **common))
     a, b = load_checkpoint(root / "full" / "last.pt"), load_checkpoint(root / "cut" / "last.pt")
     assert a["history"][-1]["train_loss"] == b["history"][-1]["train_loss"]
@@ -126,7 +116,7 @@ def test_the_loop_feeds_mlkd_both_views_and_weighs_ce(teacher_world, monkeypatch
     # MLKD parts of the epoch are then the reference formulas on the initial student's logits.
     import makd_cli.train.loop as loop
     from makd_cli.data import load_dataset
-    from makd_cli.data.transforms import MEAN, STD, TorchSplit
+    from makd_cli.data.transforms import MEAN, STD
     from makd_cli.formats.checkpoint import load_checkpoint
     from makd_cli.students import build_student, student_from_checkpoint
     from makd_cli.train.engine import seed_everything

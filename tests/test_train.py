@@ -11,7 +11,6 @@ from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import Targets, write_targets
 from makd_cli.train import TrainConfig, train
-from makd_cli.train import progress as progress_mod
 
 from conftest import CLASSES
 
@@ -67,21 +66,12 @@ def test_controls_train(tiny_data, tmp_path, mcq_targets_file, control):
     assert load_checkpoint(tmp_path / control / "best.pt")["config"]["control"] == control
 
 
-def test_resume_equals_uninterrupted(tiny_data, tmp_path, monkeypatch, mcq_targets_file):
+def test_resume_equals_uninterrupted(tiny_data, tmp_path, stopped_after_epoch, mcq_targets_file):
     common = dict(method="lavid", targets=str(mcq_targets_file), epochs=3, aux_weight=5.0)
     train(cfg(tiny_data, tmp_path / "full", **common))
 
-    real_end = progress_mod.TrainProgress.end_epoch
-
-    def killed_after_epoch_2(self, record):
-        real_end(self, record)
-        if record["epoch"] == 2:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", killed_after_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
+    with stopped_after_epoch(2):
         train(cfg(tiny_data, tmp_path / "cut", **common))
-    monkeypatch.setattr(progress_mod.TrainProgress, "end_epoch", real_end)
     with pytest.raises(MakdError, match="--resume"):
         train(cfg(tiny_data, tmp_path / "cut", **common))
     train(cfg(tiny_data, tmp_path / "cut", resume=True, **common))
