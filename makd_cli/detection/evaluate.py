@@ -22,6 +22,7 @@ import torch
 from makd_cli.data.coco import CocoSplit, read_coco
 from makd_cli.detection.data import read_image
 from makd_cli.errors import MakdError
+from makd_cli.evaluate.protocols import mean_std_cell
 from makd_cli.evaluate.report import GROUP_KEYS, aggregate_seeds, differing_settings, run_settings
 from makd_cli.fileio import atomic_write_text, sha256_file, sha256_text
 
@@ -181,7 +182,7 @@ def detection_table(results: list[dict]) -> pd.DataFrame:
 def _cell(r, m: str) -> str:
     if pd.isna(r[m]):
         return "-"
-    return f"{r[m]:.2f}" + (f" ± {r[m + '_std']:.2f}" if r["runs"] > 1 else "")
+    return mean_std_cell(r, m)
 
 
 def show_detection(found: dict, *, split: str, fmt: str, as_json: bool, console) -> None:

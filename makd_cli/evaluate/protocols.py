@@ -48,6 +48,11 @@ def _protocol_order(labels) -> list[str]:
     return sorted(set(labels), key=lambda p: (TEST_MARK in p, p != "val", p))
 
 
+def mean_std_cell(r, name: str) -> str:
+    """A seed-aggregated row's ``name`` as ``mean ± std`` (the mean alone for one run)."""
+    return f"{r[name]:.2f}" + (f" ± {r[name + '_std']:.2f}" if r["runs"] > 1 else "")
+
+
 def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = None) -> str:
     """One row per setting, one top-1 (and worst-group) column per protocol, and the paper's number.
 
@@ -74,8 +79,7 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
                     cells.append("-")
                     continue
                 r = row.iloc[0]
-                n = int(r["runs"])
-                cells.append(f"{r[m]:.2f}" + (f" ± {r[m + '_std']:.2f}" if n > 1 else "") + f" ({n})")
+                cells.append(f"{mean_std_cell(r, m)} ({int(r['runs'])})")
         cells.append(paper.get(run_name(first), "-"))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Each cell: mean ± std (runs). " + TEST_NOTE + "."]

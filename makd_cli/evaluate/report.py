@@ -17,7 +17,7 @@ from makd_cli.data.transforms import eval_transform
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import classification_metrics
 from makd_cli.evaluate.predict import predict
-from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, protocol_label
+from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.methods.base import fine_target_rows
@@ -211,9 +211,7 @@ def format_markdown(table: pd.DataFrame) -> str:
     names = [c.replace("selected_by", "protocol") for c in cols]
     lines = ["| " + " | ".join(names + ["runs"] + [m[1] for m in metrics]) + " |", "|" + "---|" * (len(cols) + 1 + len(metrics))]
     for _, r in table.iterrows():
-        def cell(name: str) -> str:
-            return f"{r[name]:.2f}" + (f" ± {r[name + '_std']:.2f}" if r["runs"] > 1 else "")
-        lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"]))] + [cell(m[0]) for m in metrics]) + " |")
+        lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"]))] + [mean_std_cell(r, m[0]) for m in metrics]) + " |")
     if table["selected_by"].str.contains(TEST_MARK).any():
         lines += ["", TEST_NOTE + "."]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from makd_cli.data.transforms import unreadable_note
-from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, side_by_side_markdown
+from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, side_by_side_markdown
 from makd_cli.evaluate.report import format_markdown
 
 
@@ -41,10 +41,8 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
             # the protocol (--select-by) wraps rather than losing its mark (the test split chose the checkpoint)
             t.add_column(col, justify="left" if col in left else "right", overflow="fold" if col == "protocol" else "ellipsis")
         for _, r in table.iterrows():
-            pm = lambda k: f"{r[k]:.2f}" + (f" ± {r[k + '_std']:.2f}" if r["runs"] > 1 else "")  # noqa: E731
             t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), str(r["selected_by"]), *(str(r[k]) for k in differ),
-                      str(int(r["runs"])),
-                      pm("top1"), pm("top5"), pm("mean_per_class"))
+                      str(int(r["runs"])), *(mean_std_cell(r, k) for k in ("top1", "top5", "mean_per_class")))
         console.print(t)
         for r in results:
             ag = r.get("aspect_agreement") or {}
