@@ -11,3 +11,8 @@ class MakdError(Exception):
     def __init__(self, message: str):
         # One line: the CLI prints it as is, so newlines would break scripts that grep stderr.
         super().__init__(" ".join(str(message).split()))
+
+
+def resume_mismatch(where: str, flag: str, was, now) -> MakdError:
+    """The one line for ``--resume`` given other settings than the run in ``where`` (its last.pt) started with."""
+    return MakdError(f"{where} was trained with {flag} {was}, not {now}; resume with the same options or choose another -o")

@@ -29,7 +29,7 @@ from makd_cli.data.coco import OBJECT_SEP, read_coco
 from makd_cli.detection import SCHEDULE_1X
 from makd_cli.detection.data import DetectionData, check_readable, collate
 from makd_cli.detection.model import build_detector, image_sizes
-from makd_cli.errors import MakdError
+from makd_cli.errors import MakdError, resume_mismatch
 from makd_cli.fileio import sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.methods import Batch, MethodContext, build_terms
@@ -114,7 +114,7 @@ def check_detector_resume(ckpt: dict, cfg: TrainConfig, sampling: dict, out: Pat
                            ("--image-size", old.get("image_size"), cfg.image_size),
                            ("--pretrained (given or not)", bool(old.get("pretrained")), bool(cfg.pretrained))):
         if was != now:
-            raise MakdError(f"{out}/last.pt was trained with {flag} {was}, not {now}; resume with the same options or choose another -o")
+            raise resume_mismatch(f"{out}/last.pt", flag, was, now)
 
 
 def train_detection(cfg: TrainConfig) -> dict:

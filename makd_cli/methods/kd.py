@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from makd_cli.errors import MakdError
+from makd_cli.errors import MakdError, resume_mismatch
 from makd_cli.losses import kd, logit_standardize
 from makd_cli.methods.base import Batch, MethodTerm, register_method
 from makd_cli.registry import Option
@@ -106,8 +106,7 @@ class TeacherTerm(MethodTerm):
             if was != now:
                 flag, shown = SETTING_FLAGS.get(key, (f"{self.name} {key}", None))
                 was, now = (shown(was), shown(now)) if shown else (was, now)
-                raise MakdError(f"{where} was trained with {flag} {was}, not {now}; resume with the same options or "
-                                "choose another -o")
+                raise resume_mismatch(where, flag, was, now)
 
 
 @register_method("kd", help="0.5 CE + 0.5 KL(softmax(teacher/T) || softmax(student/T)) * T^2, T 1 as LaViD (needs --teacher-ckpt)",

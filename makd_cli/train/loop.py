@@ -20,7 +20,7 @@ from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
-from makd_cli.errors import MakdError
+from makd_cli.errors import MakdError, resume_mismatch
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
 from makd_cli.fileio import check_output_path, sha256_file
@@ -73,15 +73,12 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
 
     was, now = task_name(old.get("task"), old.get("method", cfg.method)), task_name(cfg.task, cfg.method)
     if was != now:  # a detector's last.pt resumed as a classifier (or back) would not load
-        raise MakdError(f"{out}/last.pt was trained with --task {was}, not {now}; resume with the same options or choose another -o")
+        raise resume_mismatch(f"{out}/last.pt", "--task", was, now)
     # train_fraction and val_fraction decide which images train: another value would change the split mid-run
     for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "train_fraction", "val_fraction",
                 "targets", "control", "select_by", "select_every"):
         if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
-            raise MakdError(
-                f"{out}/last.pt was trained with --{key.replace('_', '-')} {old.get(key)}, not {getattr(cfg, key)}; "
-                "resume with the same options or choose another -o"
-            )
+            raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", old.get(key), getattr(cfg, key))
 
 
 def train(cfg: TrainConfig) -> dict:

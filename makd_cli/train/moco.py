@@ -43,7 +43,7 @@ from torchvision import transforms as T
 from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import MEAN, STD, TorchSplit, default_image_size
-from makd_cli.errors import MakdError
+from makd_cli.errors import MakdError, resume_mismatch
 from makd_cli.fileio import sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.losses import lead_weighted_kl, normalized_entropy
@@ -361,8 +361,7 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
             pairs["lead_kl_weight"] = (saved.get("weight"), weight)
         for key, (was, now) in pairs.items():
             if was != now:
-                raise MakdError(f"{out}/last.pt was trained with --{key.replace('_', '-')} {was}, "
-                                f"not {now}; resume with the same options or choose another -o")
+                raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", was, now)
         model.load_state_dict(ckpt["model"])
         moco = ckpt["moco"]
         proj.load_state_dict(moco["projection"])
