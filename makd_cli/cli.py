@@ -18,6 +18,8 @@ from makd_cli.cli_interop import export_app, import_app
 from makd_cli.cli_output import emit as _emit, err, out
 from makd_cli.cli_plugins import plugin_group
 from makd_cli.errors import MakdError
+from makd_cli.extract.config import ExtractConfig
+from makd_cli.train.config import TrainConfig
 
 app = typer.Typer(
     name="makd",
@@ -28,7 +30,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-plugin_group(app)  # a subcommand's plug-ins add their declared options when it runs (cli_plugins.py)
 data_app = typer.Typer(help="Look at datasets: class lists and split sizes.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(import_app, name="import")
@@ -39,6 +40,18 @@ class Kind(str, Enum):
     mcq = "mcq"
     yesno = "yesno"
     description = "description"
+
+
+def _default(config, name: str):
+    """A flag's default is its config field's: one home for every default (the job's dataclass)."""
+    f = config.__dataclass_fields__[name]
+    return f.default
+
+
+def _given(ctx: typer.Context, **values) -> dict:
+    """The values the user gave on the command line, by config field (``param=field`` renames: see callers);
+    flags left out are not passed, so the config's own defaults (and a task's) apply."""
+    return {k: v for k, v in values.items() if ctx.get_parameter_source(k) is None or ctx.get_parameter_source(k).name != "DEFAULT"}
 
 
 def _version(value: bool):
@@ -100,6 +113,7 @@ def gen_questions(
 # ---------------------------------------------------------------------------------------------
 @app.command()
 def extract(
+    ctx: typer.Context,
     output: Path = typer.Option(..., "-o", "--output", help="Targets file to write (HDF5)."),
     questions: Optional[Path] = typer.Option(None, "--questions", help="Questions file from `makd gen-questions`."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class list (per-class teachers); or give --data."),
@@ -109,39 +123,38 @@ def extract(
     mmproj: Optional[Path] = typer.Option(None, "--mmproj", help="--mllm MODEL.gguf: its llama.cpp vision projector (mmproj .gguf); runs without a GPU."),
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP teacher scoring class descriptions per image (LEAD)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Control teachers: random (Gaussian targets), word-embedding (class-name embeddings)."),
-    backend: str = typer.Option("llama.cpp", help="Backend of --llm: llama.cpp | hf | openai."),
+    backend: str = typer.Option(_default(ExtractConfig, "backend"), help="Backend of --llm: {choices}."),
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for --backend openai (key from $OPENAI_API_KEY)."),
-    prompt_layout: str = typer.Option("paper", help="paper: class name inside the question; class-last: question first, class last (faster, see docs); "
+    prompt_layout: str = typer.Option(_default(ExtractConfig, "prompt_layout"), help="paper: class name inside the question; class-last: question first, class last (faster, see docs); "
                                                           "lavid-reference: LaViD's reference prompt and bare label tokens; "
                                                           "makd-reference (--mllm): MaKD's reference prompt, no \" Answer yes or no.\" (docs/reproducing.md)."),
-    labels: str = typer.Option("digits", help="Option labels: digits (1..M, the reference code's default) or letters (A..)."),
-    temperature: float = typer.Option(1.0, help="Softmax temperature over the option logits."),
-    kind: str = typer.Option("yesno", "--kind", help="--mllm: yesno (per-image aspect targets) or zero_shot (class scores: the papers' MLLM row, a KD teacher)."),
-    split: str = typer.Option("train", help="--mllm: which split's images to answer for (train for training targets; test for eval)."),
-    object_word: str = typer.Option("object", help="--mllm: word that replaces <object> (the teacher must judge the image, not a class name)."),
-    trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="--mllm: run the model repo's own code (InternVL2/2.5 original checkpoints need it; that path is GPU-only and untested in CI)."),
-    batch_questions: int = typer.Option(64, help="--mllm: questions answered per forward pass from one cached image prefix."),
-    workers: int = typer.Option(2, min=0, help="--mllm: DataLoader workers decoding images while the model runs."),
+    labels: str = typer.Option(_default(ExtractConfig, "labels"), help="Option labels: digits (1..M, the reference code's default) or letters (A..)."),
+    temperature: float = typer.Option(_default(ExtractConfig, "temperature"), help="Softmax temperature over the option logits."),
+    kind: str = typer.Option(_default(ExtractConfig, "kind"), "--kind", help="--mllm: yesno (per-image aspect targets) or zero_shot (class scores: the papers' MLLM row, a KD teacher)."),
+    split: str = typer.Option(_default(ExtractConfig, "split"), help="--mllm: which split's images to answer for (train for training targets; test for eval)."),
+    object_word: str = typer.Option(_default(ExtractConfig, "object_word"), help="--mllm: word that replaces <object> (the teacher must judge the image, not a class name)."),
+    trust_remote_code: bool = typer.Option(_default(ExtractConfig, "trust_remote_code"), "--trust-remote-code", help="--mllm: run the model repo's own code (InternVL2/2.5 original checkpoints need it; that path is GPU-only and untested in CI)."),
+    batch_questions: int = typer.Option(_default(ExtractConfig, "batch_questions"), help="--mllm: questions answered per forward pass from one cached image prefix."),
+    workers: int = typer.Option(_default(ExtractConfig, "workers"), min=0, help="--mllm: DataLoader workers decoding images while the model runs."),
     device: Optional[str] = typer.Option(None, help="--mllm: cuda, cuda:1 or cpu (default: the GPU when there is one)."),
-    restart: bool = typer.Option(False, help="Discard an unfinished run's saved progress instead of resuming it."),
-    seed: int = typer.Option(0, help="Seed for control teachers."),
+    restart: bool = typer.Option(_default(ExtractConfig, "restart"), help="Discard an unfinished run's saved progress instead of resuming it."),
+    seed: int = typer.Option(_default(ExtractConfig, "seed"), help="Seed for control teachers."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (classes, questions, seconds, prompts/s)."),
 ):
     """Have a teacher answer the questions; write targets.h5 (resumes after an interruption)."""
     from makd_cli.cli_plugins import plugin_options
     from makd_cli.device import check_device_name
-    from makd_cli.extract.run import ExtractConfig, run_extract
+    from makd_cli.extract.run import run_extract
 
     if device is not None:
         check_device_name(device)
-
-    summary = run_extract(ExtractConfig(
-        output=output, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip, teacher=teacher,
-        backend=backend, api_base=api_base, backend_options=plugin_options(), prompt_layout=prompt_layout, labels=labels,
-        temperature=temperature, kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
-        batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj, restart=restart, seed=seed,
-        threads=threads, progress=not as_json))
+    given = _given(ctx, questions=questions, classes=classes, data=data, llm=llm, mllm=mllm, clip=clip, teacher=teacher,
+                   backend=backend, api_base=api_base, prompt_layout=prompt_layout, labels=labels, temperature=temperature,
+                   kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
+                   batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj, restart=restart, seed=seed,
+                   threads=threads)
+    summary = run_extract(ExtractConfig(output=output, **given, options=plugin_options(), progress=not as_json))
 
     def render():
         s = summary
@@ -165,38 +178,38 @@ def train(
     ctx: typer.Context,
     data: str = typer.Option(..., "--data", help="Dataset: fashion-mnist, NAME:PATH (cub, cars, ...) or an ImageFolder path."),
     output: Path = typer.Option(..., "-o", "--output", help="Run folder: best.pt, last.pt, metrics.jsonl."),
-    method: str = typer.Option("ce", help="ce (baseline), lavid, makd, kd, dkd, mlkd, or a combination like lavid+kd."),
+    method: str = typer.Option(_default(TrainConfig, "method"), help="Method: {choices}; or a combination like lavid+kd."),
     task: Optional[str] = typer.Option(None, "--task", help="Training objective: classify, moco, detection (Faster R-CNN + FPN on "
                                        "--data coco:PATH, --method ce or makd; defaults: COCO's 1x schedule, 12 epochs, lr 0.02, "
                                        "weight decay 1e-4). Default: the task that owns --method."),
     targets: Optional[Path] = typer.Option(None, "--targets", help="Targets file from `makd extract` (lavid, makd)."),
-    student: str = typer.Option("resnet18", help="resnet18/34/50, mobilenetv1, mobilenet_v2, shufflenet_v2, efficientnet_b0, vit_b_16, small_cnn, or a timm name."),
-    epochs: int = typer.Option(240, help="Epochs (the papers: 240); the lr milestones 150/180/210 scale with it."),
-    batch_size: int = typer.Option(16, "--batch-size", "-b", min=1, help="Batch size (the papers: 16)."),
-    lr: float = typer.Option(0.01, min=0, help="SGD learning rate (the papers: 0.01)."),
-    momentum: float = typer.Option(0.9, min=0, max=1, help="SGD momentum."),
-    weight_decay: float = typer.Option(5e-4, "--weight-decay", min=0, help="SGD weight decay."),
+    student: str = typer.Option(_default(TrainConfig, "student"), help="resnet18/34/50, mobilenetv1, mobilenet_v2, shufflenet_v2, efficientnet_b0, vit_b_16, small_cnn, or a timm name."),
+    epochs: int = typer.Option(_default(TrainConfig, "epochs"), help="Epochs (the papers: 240); the lr milestones 150/180/210 scale with it."),
+    batch_size: int = typer.Option(_default(TrainConfig, "batch_size"), "--batch-size", "-b", min=1, help="Batch size (the papers: 16)."),
+    lr: float = typer.Option(_default(TrainConfig, "lr"), min=0, help="SGD learning rate (the papers: 0.01)."),
+    momentum: float = typer.Option(_default(TrainConfig, "momentum"), min=0, max=1, help="SGD momentum."),
+    weight_decay: float = typer.Option(_default(TrainConfig, "weight_decay"), "--weight-decay", min=0, help="SGD weight decay."),
     milestones: Optional[str] = typer.Option(None, help="Comma-separated epochs where lr drops 10x (default: scaled 150,180,210)."),
     aux_weight: Optional[float] = typer.Option(None, "--aux-weight", "--alpha", "--lambda", min=0, help="Weight of the method's loss (default: makd 4, lavid 40)."),
-    control: Optional[str] = typer.Option(None, help="Replace the targets by a control of the same shape: random-codes, gaussian, shuffled."),
+    control: Optional[str] = typer.Option(None, help="Replace the targets by a control of the same shape: {choices}."),
     teacher_ckpt: Optional[Path] = typer.Option(None, "--teacher-ckpt", help="Teacher checkpoint for kd/dkd/mlkd."),
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Keep N training images per class (small-data regime)."),
-    train_fraction: float = typer.Option(1.0, "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
+    train_fraction: float = typer.Option(_default(TrainConfig, "train_fraction"), "--train-fraction", help="Keep this fraction of the training images (makd.txt Table 5)."),
     val_fraction: Optional[float] = typer.Option(None, "--val-fraction", help="Share of training images held out for validation (never the "
                                                 "test split). Default: 0.1 with --select-by val; 0 with --select-by test-loss/test-acc, "
                                                 "as the papers train on every image; --method lead-ssl and --task detection hold nothing "
                                                 "out (nothing is chosen on it)."),
-    select_by: str = typer.Option("val", "--select-by", help="Which epoch best.pt holds: val (best validation top-1, the default), or the papers' "
+    select_by: str = typer.Option(_default(TrainConfig, "select_by"), "--select-by", help="Which epoch best.pt holds: val (best validation top-1, the default), or the papers' "
                                   "protocols, which read the test split: test-loss (LaViD: lowest test CE) or test-acc (MaKD: best test top-1), "
                                   "which also hold nothing out unless --val-fraction is given, as the papers train on every training image."),
     select_every: Optional[int] = typer.Option(None, "--select-every", min=1, help="Epochs between checks for best.pt (default: 5 for test-loss as "
                                                "LaViD's reference, else 1; the last epoch is always checked)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input side length (default: native size up to 64 px, else 224)."),
     pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache) or a local .pth/.safetensors file."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(_default(TrainConfig, "seed")),
     runs: int = typer.Option(1, help="Train this many seeds (seed, seed+1, ...) into OUTPUT/seedN."),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers (default: 0 on small CPUs)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda, cuda:1 ..."),
+    device: str = typer.Option(_default(TrainConfig, "device"), help="auto, cpu, cuda, cuda:1 ..."),
     compile: bool = typer.Option(False, "--compile", help="torch.compile the student."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
@@ -208,22 +221,23 @@ def train(
     that plug-in and listed under "Options of the plug-ins"."""
     from makd_cli.cli_plugins import plugin_options
     from makd_cli.device import check_device_name
-    from makd_cli.train import TrainConfig
     from makd_cli.train.runs import train_runs
 
     check_device_name(device)
-    # the schedule flags left at their defaults give way to --task NAME's own (detection: COCO's 1x)
-    schedule = {k: v for k, v in dict(epochs=epochs, lr=lr, weight_decay=weight_decay).items()
-                if ctx.get_parameter_source(k).name != "DEFAULT"}
-    cfg = TrainConfig.for_task(
-        task, data=data, out=str(output), method=method, targets=str(targets) if targets else None, student=student,
-        batch_size=batch_size, momentum=momentum, **schedule,
-        milestones=_milestones(milestones), aux_weight=aux_weight,
-        control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
-        train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
-        pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
-        resume=resume, quiet=quiet or as_json, extra=plugin_options(),
-    )
+    # Only the flags given reach the config: its defaults, and --task NAME's own schedule (detection:
+    # COCO's 1x), apply to the rest. Plug-in options stay the plug-ins' (TrainConfig.options).
+    given = _given(ctx, method=method, student=student, epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum,
+                   weight_decay=weight_decay, aux_weight=aux_weight, control=control, per_class=per_class,
+                   train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every,
+                   image_size=image_size, pretrained=pretrained, seed=seed, workers=workers, device=device, compile=compile,
+                   resume=resume, quiet=quiet)
+    paths = {"targets": targets, "teacher_ckpt": teacher_ckpt}
+    given.update({k: str(v) for k, v in paths.items() if v is not None})
+    if milestones is not None:
+        given["milestones"] = _milestones(milestones)
+    if as_json:
+        given["quiet"] = True
+    cfg = TrainConfig.for_task(task, data=data, out=str(output), **given, options=plugin_options())
     results = train_runs(cfg, runs)
 
     def render():
@@ -337,13 +351,15 @@ def inspect(
 ):
     """Pictures of targets and runs: heatmaps, one question or class in depth, target quality, training curves,
     t-SNE of aspect outputs, one image's aspects, and Grad-CAM. See docs/inspect.md for a picture of each view."""
+    from makd_cli.cli_plugins import plugin_options
     from makd_cli.inspect.run import InspectConfig, run_inspect
 
     chosen = "compare" if compare else "quality" if quality or drop_low_entropy else view
     result = run_inspect(InspectConfig(
         source=source, output=output, view=chosen, question=question, class_name=class_name, top=top, questions=questions,
         terminal=terminal, as_json=as_json, options={"drop_low_entropy": drop_low_entropy, "images": list(image or []), "data": data,
-                                                     "targets": targets, "limit": limit, "device": device, "compare": list(compare or [])}),
+                                                     "targets": targets, "limit": limit, "device": device, "compare": list(compare or []),
+                                                     **plugin_options()}),
         console=out)
     if as_json:
         print(json.dumps(result, indent=1, default=str))
@@ -404,20 +420,6 @@ def data_info(data: str = typer.Argument(...), as_json: bool = typer.Option(Fals
 
 
 # ---------------------------------------------------------------------------------------------
-_KINDS = {  # makd plugins KIND: module and registry of each plug-in kind
-    "dataset": ("makd_cli.data.registry", "DATASETS"),
-    "student": ("makd_cli.students.build", "STUDENTS"),
-    "method": ("makd_cli.methods.base", "METHODS"),
-    "backend": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS"),
-    "multimodal-backend": ("makd_cli.teachers.backends", "MULTIMODAL_BACKENDS"),
-    "control": ("makd_cli.controls", "CONTROLS"),
-    "teacher": ("makd_cli.controls", "CONTROL_TEACHERS"),
-    "view": ("makd_cli.inspect.views", "VIEWS"),
-    "strategy": ("makd_cli.select", "STRATEGIES"),
-    "task": ("makd_cli.train.tasks", "TASKS"),
-}
-
-
 @app.command()
 def doctor(
     selftest: bool = typer.Option(True, "--selftest/--no-selftest", help="Run the llama.cpp self-test (in a subprocess; a few seconds)."),
@@ -444,15 +446,15 @@ def doctor(
 
 
 @app.command("plugins")
-def plugins(kind: Optional[str] = typer.Argument(None, help=f"One kind: {', '.join(_KINDS)} (default: all)."),
+def plugins(kind: Optional[str] = typer.Argument(None, help="One kind: dataset, student, method, task, control, backend, "
+                                                  "multimodal-backend, teacher-kind, teacher, view, strategy (default: all)."),
             as_json: bool = typer.Option(False, "--json", help="Print names, help and declared options as JSON.")):
     """List the plug-ins makd knows (datasets, students, methods, backends, controls, views, strategies) and their options."""
-    import importlib
+    from makd_cli.registry import KINDS
 
-    if kind is not None and kind not in _KINDS:
-        raise MakdError(f"unknown plug-in kind {kind!r}; choose one of: {', '.join(_KINDS)}")
-    listing = {k: getattr(importlib.import_module(mod), attr).describe_full()
-               for k, (mod, attr) in _KINDS.items() if kind in (None, k)}
+    if kind is not None and kind not in KINDS:
+        raise MakdError(f"unknown plug-in kind {kind!r}; choose one of: {', '.join(KINDS)}")
+    listing = {k: spec.load().describe_full() for k, spec in KINDS.items() if kind in (None, k)}
 
     def render():
         for k, entries in listing.items():
@@ -464,6 +466,9 @@ def plugins(kind: Optional[str] = typer.Argument(None, help=f"One kind: {', '.jo
                     out.print(f"  {'':<16}   {o['flag']} ({o['type']}, default {o['default']}{limits}): {o['help']}", highlight=False)
 
     _emit(listing, as_json, render)
+
+
+plugin_group(app)  # the commands' flags reserved; a subcommand's plug-ins add their options when it runs (cli_plugins.py)
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,87 +1,77 @@
 """The command line built from the plug-ins: their declared options become flags; usage errors are one line.
 
-``cli.py`` declares the fixed flags with typer. When a subcommand is resolved (``makd.main`` and
-``CliRunner(app)`` alike), ``PluginGroup`` adds to it every option its plug-ins declare (``makd train``:
-the methods' and the training tasks'; ``gen-questions`` and ``extract``: the language backends'), with
-the option's type, range and help, so a new method with an option of its own is one new file. Only the
-subcommand being run gets them, so ``makd --version`` imports no plug-in. The values given reach the
-job through ``plugin_options()``.
+``cli.py`` declares each command's own flags with typer. When a subcommand is resolved (``makd.main`` and
+``CliRunner(app)`` alike), ``PluginGroup`` adds to it every option declared by the plug-ins of the kinds
+that serve it (``registry.KINDS``: ``makd train`` the methods', tasks', controls', students' and
+datasets'; ``extract`` the backends', teacher kinds' and datasets'; ``inspect`` the views'; ...), with
+the option's type, range and help, so a new plug-in with an option of its own is one new file. A flag
+given for a plug-in that is not chosen is one line. The job receives only the options the user gave
+(``plugin_options()``); the plug-in fills in its own defaults. The command's own flags are reserved
+(``registry.reserve_flags``) as the app is built, so a plug-in option that would shadow one is refused
+when the plug-in registers. Only the subcommand being run gets its plug-ins, so ``makd --version``
+imports none.
 """
 
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
 import typing
-from typing import Optional
+from typing import Callable, Optional
 
 import typer
 from typer.core import TyperGroup
 
 from makd_cli.errors import MakdError
-from makd_cli.registry import Option, Registry, option_values
+from makd_cli.registry import KINDS, Kind, Option, reserve_flags
 
-# command -> (module, registry attribute, the flag that chooses the plug-in)
-PLUGIN_FLAGS = {
-    "train": ("makd_cli.cli_plugins", "TRAIN_PLUGINS", "method"),
-    "extract": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS", "backend"),
-    "gen-questions": ("makd_cli.teachers.backends", "LANGUAGE_BACKENDS", "backend"),
+_values: dict = {}  # the plug-in options given in this invocation, by key (filled by the command's callback)
+
+
+def _names(text: str | None, sep: str = "+") -> list[str]:
+    return [p.strip() for p in (text or "").split(sep) if p.strip()]
+
+
+def _chosen_task(params: dict) -> list[str]:
+    from makd_cli.train.tasks import task_name
+
+    return [task_name(params.get("task"), params.get("method") or "ce")]
+
+
+def _chosen_mllm_backend(params: dict) -> list[str]:
+    if not params.get("mllm"):
+        return []
+    from makd_cli.teachers.backends import claiming_backend
+
+    return [claiming_backend(params["mllm"], params.get("backend"))]
+
+
+# How the plug-ins of each kind are chosen from a command's parsed flags (default: the value of the
+# kind's selector flag, e.g. --view NAME).
+CHOOSERS: dict[str, Callable[[dict], list[str]]] = {
+    "method": lambda p: _names(p.get("method") or "ce"),
+    "task": _chosen_task,
+    "dataset": lambda p: [p["data"].partition(":")[0]] if p.get("data") else [],
+    "multimodal-backend": _chosen_mllm_backend,
+    "teacher-kind": lambda p: [k for k in ("llm", "mllm", "clip", "teacher") if p.get(k)],
+    "teacher": lambda p: [p["teacher"].partition(":")[0]] if p.get("teacher") else [],
 }
 
-_values: dict = {}  # the plug-in options of this invocation, by key (filled by the command's callback)
+
+def chosen(kind: Kind, params: dict) -> list[str]:
+    if kind.name in CHOOSERS:
+        return CHOOSERS[kind.name](params)
+    value = params.get(kind.selector.lstrip("-").replace("-", "_"))
+    return [value] if value else []
 
 
-def train_plugins() -> Registry:
-    """Every ``--method`` value with the options it declares: the METHODS registry's and the ones a
-    training task owns (``lead-ssl``: the moco task's ``--moco-*``)."""
-    from makd_cli.methods.base import METHODS
-    from makd_cli.train.tasks import TASKS
-
-    names = Registry("method")
-    for e in METHODS.entries():
-        names.add(e.name, e.obj, e.help, e.options)
-    for e in TASKS.entries():
-        for method in e.obj.methods:
-            names.add(method, e.obj, e.help, e.options)
-        if e.options and not e.obj.methods:  # a task chosen by --task (detection): its options follow --task
-            names.add(task_owner(e.name), e.obj, e.help, e.options)
-    return names
-
-
-def task_owner(task: str) -> str:
-    """The name under which a ``--task``-chosen task's options are listed among the ``--method`` plug-ins."""
-    return f"--task {task}"
-
-
-def _owner_text(selector: str, plugins: list[str]) -> str:
-    """``--method kd/dkd`` or ``--task detection``: who declares a flag, as the user selects it."""
-    chosen = [p for p in plugins if not p.startswith("--")]
-    return " or ".join(([f"--{selector} {'/'.join(chosen)}"] if chosen else []) + [p for p in plugins if p.startswith("--")])
-
-
-def __getattr__(name: str):
-    if name == "TRAIN_PLUGINS":  # built on use: a plug-in a test registers late still shows
-        return train_plugins()
-    raise AttributeError(name)
-
-
-def registry_for(command: str) -> tuple[Registry, str] | None:
-    if command not in PLUGIN_FLAGS:
-        return None
-    module, attr, selector = PLUGIN_FLAGS[command]
-    return getattr(importlib.import_module(module), attr), selector
+def kinds_of(command: str) -> list[Kind]:
+    return [k for k in KINDS.values() if command in k.commands]
 
 
 def plugin_options() -> dict:
-    """Declared options of the chosen plug-ins (given or default), by key (``my_option``)."""
+    """The plug-in options the user gave in this invocation, by key (``my_option``); defaults are the plug-ins'."""
     return dict(_values)
-
-
-def _chosen(selector_value: str | None, selector: str) -> list[str]:
-    if selector == "method":
-        return [p.strip() for p in (selector_value or "ce").split("+") if p.strip()]
-    return [selector_value or "llama.cpp"]
 
 
 def _flags(param: inspect.Parameter) -> set[str]:
@@ -90,60 +80,95 @@ def _flags(param: inspect.Parameter) -> set[str]:
     return names or {"--" + param.name.replace("_", "-")}
 
 
-def with_plugin_options(func, registry: Registry, selector: str):
-    """``func`` (a typer command) with a typer option for every option ``registry``'s plug-ins declare.
+def command_flags(func) -> set[str]:
+    """Every flag a typer command function declares itself."""
+    return set().union(*(_flags(p) for p in inspect.signature(func).parameters.values()))
 
-    A flag the command already has (one of its own options) stays the command's. Values are checked
-    against the declaration (type, range, choices), then kept for ``plugin_options()``.
-    """
+
+def _owner_text(owners: list[tuple[Kind, str]]) -> str:
+    """``--method kd/dkd`` or ``--task detection``: who declares a flag, as the user selects it."""
+    by_kind: dict[str, list[str]] = {}
+    for kind, name in owners:
+        by_kind.setdefault(kind.selector, []).append(name)
+    return " or ".join(f"{selector} {'/'.join(names)}" for selector, names in by_kind.items())
+
+
+def _selector_help(func, params: list[inspect.Parameter], kinds: list[Kind]) -> list[inspect.Parameter]:
+    """Fill a ``{choices}`` placeholder in a selector flag's help with its registry's names."""
+    out = []
+    for param in params:
+        info = param.default
+        text = getattr(info, "help", None)
+        if text and "{choices}" in text:
+            flag = "--" + param.name.replace("_", "-")
+            kind = next((k for k in kinds if k.selector == flag), None)
+            if kind is not None:
+                names = kind.load().names()
+                if kind.name == "method":
+                    from makd_cli.train.tasks import task_methods
+
+                    names = ["ce"] + names + task_methods()
+                info = copy.copy(info)
+                info.help = text.replace("{choices}", ", ".join(names))
+                param = param.replace(default=info)
+        out.append(param)
+    return out
+
+
+def with_plugin_options(func, command: str):
+    """``func`` (a typer command) with a typer option for every option the plug-ins serving ``command``
+    declare. Values are checked against the declaration (type, range, choices), then kept for
+    ``plugin_options()``; a value for a plug-in that is not chosen is one line."""
+    kinds = kinds_of(command)
     sig = inspect.signature(func)
     hints = typing.get_type_hints(func)
-    existing = set().union(*(_flags(p) for p in sig.parameters.values()))
-    owners: dict[str, list[str]] = {}
+    existing = command_flags(func)
+    owners: dict[str, list[tuple[Kind, str]]] = {}
     declared: dict[str, Option] = {}
-    for plugin, opt in registry.all_options():
-        declared.setdefault(opt.flag, opt)
-        owners.setdefault(opt.flag, []).append(plugin)
-    added, params = {}, list(sig.parameters.values())
+    for kind in kinds:
+        for plugin, opt in kind.load().all_options():
+            declared.setdefault(opt.flag, opt)
+            owners.setdefault(opt.flag, []).append((kind, plugin))
+    params = _selector_help(func, list(sig.parameters.values()), kinds)
+    added = {}
     for flag, opt in declared.items():
-        if flag in existing:
-            continue
+        if flag in existing:  # refused at registration; a plug-in registered before the CLI reserved its flags
+            raise MakdError(f"{_owner_text(owners[flag])}: option {flag} is a flag of `makd {command}` itself; "
+                            "rename the plug-in's option")
         limits = opt.limits()
-        text = (f"{opt.help} [{_owner_text(selector, owners[flag])}; default: {opt.default}"
+        text = (f"{opt.help} [{_owner_text(owners[flag])}; default: {opt.default}"
                 + (f"; {limits}" if limits else "") + "]")
         number = opt.type in (int, float)
         switch = opt.type is bool  # a bare --flag (False when absent, which counts as not given)
         info = typer.Option(False if switch else None, flag, help=text, min=opt.min if number else None,
                             max=opt.max if number else None, rich_help_panel="Options of the plug-ins")
-        kind = bool if switch else Optional[opt.type]
-        params.append(inspect.Parameter(opt.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind))
-        hints[opt.key] = kind
+        kind_type = bool if switch else Optional[opt.type]
+        params.append(inspect.Parameter(opt.key, inspect.Parameter.KEYWORD_ONLY, default=info, annotation=kind_type))
+        hints[opt.key] = kind_type
         added[opt.key] = (opt, owners[flag])
-    if not added:
-        return func
 
-    def command(**kwargs):
+    def command_fn(**kwargs):
         given = {key: kwargs.pop(key) for key in added}
-        given = {key: None if value is False else value for key, value in given.items()}
-        chosen = _chosen(kwargs.get(selector), selector)
-        if selector == "method" and kwargs.get("task"):
-            chosen.append(task_owner(kwargs["task"]))
+        given = {key: value for key, value in given.items() if value is not None and value is not False}
+        _values.clear()
         for key, value in given.items():
             opt, plugins = added[key]
-            if value is not None and not set(plugins) & set(chosen):
-                picked = [c for c in chosen if not c.startswith("--")]
-                raise MakdError(f"{opt.flag} is an option of {_owner_text(selector, plugins)}, not of "
-                                + " ".join([f"--{selector} {'+'.join(picked)}"] + [c for c in chosen if c.startswith("--")]))
-        _values.clear()
-        for name in chosen:
-            if name in registry:
-                _values.update(option_values(registry.options(name), given))
+            if not any(name in chosen(kind, kwargs) for kind, name in plugins):
+                picked = []
+                for kind in {k.name: k for k, _ in plugins}.values():
+                    names = chosen(kind, kwargs)
+                    if kind.name == "task" and not kwargs.get("task"):  # the task --method chose: name the method
+                        picked.append(f"--method {kwargs.get('method') or 'ce'}")
+                    else:
+                        picked.append(f"{kind.selector} {'+'.join(names)}" if names else f"no {kind.selector}")
+                raise MakdError(f"{opt.flag} is an option of {_owner_text(plugins)}, not of {', '.join(picked)}")
+            _values[key] = opt.check(value)
         return func(**kwargs)
 
-    command.__name__, command.__doc__ = func.__name__, func.__doc__
-    command.__signature__ = sig.replace(parameters=params)
-    command.__annotations__ = hints
-    return command
+    command_fn.__name__, command_fn.__doc__ = func.__name__, func.__doc__
+    command_fn.__signature__ = sig.replace(parameters=params)
+    command_fn.__annotations__ = hints
+    return command_fn
 
 
 class PluginGroup(TyperGroup):
@@ -157,12 +182,11 @@ class PluginGroup(TyperGroup):
 
     def resolve_command(self, ctx, args):
         name, command, rest = super().resolve_command(ctx, args)
-        found = registry_for(name) if name else None
         info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
-        if found is None or info is None:
+        if not name or info is None or not kinds_of(name):
             return name, command, bare_flag_values(name, rest)
         info = copy.copy(info)
-        info.callback = with_plugin_options(info.callback, *found)
+        info.callback = with_plugin_options(info.callback, name)
         app = self.typer_app
         return name, typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
                                                       rich_markup_mode=app.rich_markup_mode), bare_flag_values(name, rest)
@@ -189,8 +213,11 @@ def bare_flag_values(name: str | None, args: list[str]) -> list[str]:
 
 
 def plugin_group(app: typer.Typer) -> typer.Typer:
-    """``app`` with ``PluginGroup`` as its click group class (its plug-in commands get their options)."""
+    """``app`` with ``PluginGroup`` as its click group class (its plug-in commands get their options).
+    Call it after the commands are defined: it reserves their flags against plug-in options."""
     app.info.cls = type("MakdGroup", (PluginGroup,), {"typer_app": app})
+    for info in app.registered_commands:
+        reserve_flags(info.name or info.callback.__name__.replace("_", "-"), command_flags(info.callback))
     return app
 
 

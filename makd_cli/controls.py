@@ -55,8 +55,8 @@ def random_signature_array(kind: str, shape: tuple[int, ...], rng: np.random.Gen
     raise MakdError(f"no random codes for targets kind {kind!r}")
 
 
-CONTROLS: Registry[Callable[..., Targets]] = Registry("control")
-CONTROL_TEACHERS: Registry[Callable[..., Targets]] = Registry("--teacher")
+CONTROLS: Registry[Callable[..., Targets]] = Registry("control", kind="control")
+CONTROL_TEACHERS: Registry[Callable[..., Targets]] = Registry("--teacher", kind="teacher")
 
 
 def _meta(t: Targets, control: str, seed: int, **extra) -> dict:

@@ -28,7 +28,7 @@ from makd_cli.formats.targets import Targets
 from makd_cli.registry import Registry
 from makd_cli.quality import INDISTINGUISHABLE_EPS, QUESTION_KINDS, class_signatures, question_stats
 
-STRATEGIES: Registry[str] = Registry("selection strategy")
+STRATEGIES: Registry[str] = Registry("selection strategy", kind="strategy")
 STRATEGIES.add("maximin", "maximin", "grow the smallest distance between class signatures")
 STRATEGIES.add("pairs", "pairs", "fewest indistinguishable class pairs")
 _CHUNK = 1 << 22  # pair x candidate cells scored at once

@@ -86,7 +86,7 @@ def aspect_targets(coco: Path, path: Path, drop: int = 0, seed: int = 0) -> Path
 
 def config(coco: Path, out: Path, **kw) -> TrainConfig:
     base = dict(data=f"coco:{coco}", out=str(out), task="detection", epochs=2, batch_size=4, lr=0.01, weight_decay=1e-4,
-                image_size=SIZE, quiet=True, workers=0, device="cpu", extra=dict(SMALL))
+                image_size=SIZE, quiet=True, workers=0, device="cpu", options=dict(SMALL))
     return TrainConfig(**{**base, **kw})
 
 
@@ -389,7 +389,7 @@ def test_pretrained_weights_file_fills_the_backbone_and_freezes_its_norm(tmp_pat
 
 
 def test_resume_with_another_task_is_one_line(coco_dir, tmp_path):
-    from makd_cli.train.loop import _check_resume
+    from makd_cli.train.task import check_resume as _check_resume
 
     detector = {"config": config(coco_dir, tmp_path / "r").to_dict()}
     with pytest.raises(MakdError, match="--task detection, not classify") as e:

@@ -294,7 +294,9 @@ def cfg(data, out, **kw):
     base = dict(data=str(data), out=str(out), student="small_cnn", epochs=4, batch_size=8, lr=0.05, quiet=True, val_fraction=0.25,
                 image_size=16)
     base.update(kw)
-    return TrainConfig(**base)
+    # the moco task's options (--moco-*) are the plug-in's: they go in options, never in the config's fields
+    options = {**base.pop("options", {}), **{k: base.pop(k) for k in list(base) if k.startswith("moco_")}}
+    return TrainConfig(**base, options=options)
 
 
 def test_lead_trains(tiny_data, tmp_path):
@@ -306,7 +308,7 @@ def test_lead_trains(tiny_data, tmp_path):
 def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, stopped_after_epoch):
     targets = confident_targets(tiny_data, tmp_path / "t.h5")
     common = dict(method="lead-ssl", targets=str(targets), epochs=4, moco_queue=16, moco_dim=8, moco_momentum=0.99,
-                  extra={"lead_teacher": "offline"})
+                  options={"lead_teacher": "offline"})
     hist = train_moco(cfg(tiny_data, tmp_path / "ssl", **common))["history"]
     assert hist[-1]["train_loss"] < hist[0]["train_loss"]
     assert all(0 <= r["train_entropy"] <= 1 and "val_top1" not in r for r in hist)
@@ -323,11 +325,11 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, stopped_after_
     with pytest.raises(MakdError, match="already holds a run"):
         train_moco(cfg(tiny_data, tmp_path / "cut", **common))
     with pytest.raises(MakdError, match="trained with --lead-student text, not head"):
-        train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "extra": {**common["extra"], "lead_student": "head"}}))
+        train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "options": {**common["options"], "lead_student": "head"}}))
     for option, message in (({"lead_kl_weight": 10.0}, "--lead-kl-weight 20.0, not 10.0"),
                             ({"lead_kl": "batchmean"}, "--lead-kl reference, not batchmean")):
         with pytest.raises(MakdError, match=message):
-            train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "extra": {**common["extra"], **option}}))
+            train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **{**common, "options": {**common["options"], **option}}))
     train_moco(cfg(tiny_data, tmp_path / "cut", resume=True, **common))
     b = load_checkpoint(tmp_path / "cut" / "last.pt")
     assert [r["train_loss"] for r in b["history"]] == [r["train_loss"] for r in hist]
@@ -344,11 +346,11 @@ def test_lead_ssl_trains_and_resumes_exactly(tiny_data, tmp_path, stopped_after_
         term.pop(key)
     term.update(teacher="image_clip", weight=1.0)
     save_checkpoint(tmp_path / "old" / "last.pt", last)
-    old = {**common, "extra": {**common["extra"], "lead_student": "head"}}
+    old = {**common, "options": {**common["options"], "lead_student": "head"}}
     with pytest.raises(MakdError, match="--lead-kl batchmean, not reference"):
         train_moco(cfg(tiny_data, tmp_path / "old", resume=True, **old))
     with pytest.raises(MakdError, match="--lead-kl-weight 1.0, not 20.0"):
-        train_moco(cfg(tiny_data, tmp_path / "old", resume=True, **{**old, "extra": {**old["extra"], "lead_kl": "batchmean"}}))
+        train_moco(cfg(tiny_data, tmp_path / "old", resume=True, **{**old, "options": {**old["options"], "lead_kl": "batchmean"}}))
 
 
 def test_online_teacher_sees_the_augmented_view_and_trains(teacher, clip_dir, tiny_data, tmp_path):
@@ -548,8 +550,8 @@ from makd_cli.train import TrainConfig
 from makd_cli.train.moco import train_moco
 data, targets, out = sys.argv[1:4]
 r = train_moco(TrainConfig(data=data, out=out, method="lead-ssl", targets=targets, student="small_cnn", epochs=2, batch_size=8,
-                           lr=0.05, quiet=True, image_size=16, moco_queue=12, workers=0, device="cpu",
-                           extra={"lead_teacher": "offline"}))
+                           lr=0.05, quiet=True, image_size=16, workers=0, device="cpu",
+                           options={"lead_teacher": "offline", "moco_queue": 12}))
 if os.environ["RANK"] == "0":  # one line: both processes printing at once can interleave on the shared stdout
     print(json.dumps([h["train_loss"] for h in r["history"]]))
 """

@@ -89,13 +89,16 @@ def test_declared_method_options_are_checked_from_python_too():
 
 
 def test_every_task_owns_distinct_methods():
-    from makd_cli.train.tasks import TASKS, task_for
+    from makd_cli.train.tasks import TASKS, task_name
+
+    def task_for(method):
+        return TASKS.get(task_name(None, method))
 
     owned = [m for e in TASKS.entries() for m in e.obj.methods]
     assert len(owned) == len(set(owned)) and not set(owned) & set(METHODS.names())
     assert task_for("lead-ssl") is TASKS.get("moco") and task_for("lavid+kd") is TASKS.get("classify")
     for entry in TASKS.entries():
-        assert callable(entry.obj.run) and entry.help
+        assert callable(entry.obj.train) and callable(entry.obj.build) and entry.help
 
 
 # -- backends -----------------------------------------------------------------------------------

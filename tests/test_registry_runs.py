@@ -85,7 +85,7 @@ def _needs(name: str):
 
 
 # a queue the tiny run can fill; the stored distributions and a class head (the tiny targets name no CLIP model)
-TASK_OPTIONS = {"lead-ssl": {"moco_queue": 16, "moco_dim": 8, "extra": {"lead_teacher": "offline", "lead_student": "head"}}}
+TASK_OPTIONS = {"lead-ssl": {"options": {"moco_queue": 16, "moco_dim": 8, "lead_teacher": "offline", "lead_student": "head"}}}
 
 
 @pytest.mark.parametrize("name", sorted({"ce", *METHODS.names(), *task_methods()}))

@@ -19,7 +19,7 @@ from makd_cli.errors import MakdError
 from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint, format_markdown
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.train import TrainConfig, train
-from makd_cli.train import loop as loop_mod
+from makd_cli.train import task as loop_mod  # the shared setup that calls fit
 from makd_cli.train.engine import is_check_epoch, select_epoch
 
 # epoch:            1     2     3     4     5     6     7

@@ -86,7 +86,7 @@ def test_kd_family_trains_a_few_epochs(teacher_world, method, extra):
     out = root / f"{method}-{len(extra)}-{'-'.join(map(str, extra))}"
     result = train(TrainConfig(data=str(data), out=str(out), method=method, teacher_ckpt=str(root / "teacher" / "best.pt"),
                                student="small_cnn", epochs=5, batch_size=8, lr=0.005, milestones=[100], quiet=True,
-                               val_fraction=0.0, device="cpu", workers=0, image_size=32, extra=dict(extra)))
+                               val_fraction=0.0, device="cpu", workers=0, image_size=32, options=dict(extra)))
     losses = [r["train_loss"] for r in result["history"]]
     assert all(math.isfinite(x) for x in losses)
     # dkd's first epoch is CE alone (LaViD's 1-epoch warm-up): compare from the second
@@ -131,7 +131,7 @@ def test_the_loop_feeds_mlkd_both_views_and_weighs_ce(teacher_world, monkeypatch
     split = load_dataset(str(data)).train
     result = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), method="mlkd", teacher_ckpt=str(root / "teacher" / "best.pt"),
                                student="small_cnn", epochs=1, batch_size=len(split), lr=0.0, quiet=True, val_fraction=0.0,
-                               device="cpu", workers=0, image_size=32, extra={"logit_standardize": True}))
+                               device="cpu", workers=0, image_size=32, options={"logit_standardize": True}))
     record = result["history"][0]
 
     seed_everything(0)  # the loop's initial weights
@@ -159,9 +159,9 @@ def test_resume_keeps_the_kd_familys_settings(teacher_world, tmp_path):
                   lr=0.005, quiet=True, val_fraction=0.0, device="cpu", workers=0, image_size=32)
     train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", **common))
     with pytest.raises(MakdError, match=r"--dkd-warmup 1, not 3"):
-        train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, extra={"dkd_warmup": 3}, **common))
+        train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, options={"dkd_warmup": 3}, **common))
     with pytest.raises(MakdError, match=r"--kd-temperature 4.0, not 2.0"):
-        train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, kd_temperature=2.0, **common))
+        train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, options={"kd_temperature": 2.0}, **common))
     # the same settings resume (the run is complete: nothing left to train)
     assert len(train(TrainConfig(out=str(tmp_path / "dkd"), method="dkd", resume=True, **common))["history"]) == 2
 
@@ -176,12 +176,12 @@ def test_resume_keeps_the_kd_familys_settings(teacher_world, tmp_path):
     with pytest.raises(MakdError, match=r"--dkd-warmup 20, not 1"):
         train(TrainConfig(out=str(tmp_path / "dkd"), **resume))
     with pytest.raises(MakdError, match=r"--dkd-warmup-from mdistiller, not lavid"):
-        train(TrainConfig(out=str(tmp_path / "dkd"), extra={"dkd_warmup": 20}, **resume))
-    assert len(train(TrainConfig(out=str(tmp_path / "dkd"), extra={"dkd_warmup": 20, "dkd_warmup_from": "mdistiller"},
+        train(TrainConfig(out=str(tmp_path / "dkd"), options={"dkd_warmup": 20}, **resume))
+    assert len(train(TrainConfig(out=str(tmp_path / "dkd"), options={"dkd_warmup": 20, "dkd_warmup_from": "mdistiller"},
                                  **resume))["history"]) == 2
 
     # a pre-issue-16 mlkd run: one view, no masks; with LS its former formula is gone
-    train(TrainConfig(out=str(tmp_path / "mlkd"), method="mlkd", extra={"mlkd_views": 1}, **common))
+    train(TrainConfig(out=str(tmp_path / "mlkd"), method="mlkd", options={"mlkd_views": 1}, **common))
     last = tmp_path / "mlkd" / "last.pt"
     ckpt = load_checkpoint(last)
     for key in ("ce_weight", "views", "masks"):
@@ -189,7 +189,7 @@ def test_resume_keeps_the_kd_familys_settings(teacher_world, tmp_path):
     save_checkpoint(last, ckpt)
     with pytest.raises(MakdError, match=r"--mlkd-masks none, not median"):
         train(TrainConfig(out=str(tmp_path / "mlkd"), method="mlkd", resume=True,
-                          extra={"mlkd_views": 1, "kd_ce_weight": 1.0}, **common))
+                          options={"mlkd_views": 1, "kd_ce_weight": 1.0}, **common))
     ckpt["head"]["terms"][0]["logit_standardize"] = True
     save_checkpoint(last, ckpt)
     with pytest.raises(MakdError, match="former logit standardisation"):

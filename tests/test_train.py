@@ -56,7 +56,7 @@ def test_makd_with_per_image_and_per_class_targets(tiny_data, tmp_path):
     assert r["history"][-1]["train_makd"] < r["history"][0]["train_makd"]
     per_class = Targets("class_yesno", CLASSES, ["q1", "q2"], [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]])
     write_targets(tmp_path / "cls.h5", per_class)
-    r = train(cfg(tiny_data, tmp_path / "makd_cls", method="makd", targets=str(tmp_path / "cls.h5"), aspect_loss="kl", epochs=2))
+    r = train(cfg(tiny_data, tmp_path / "makd_cls", method="makd", targets=str(tmp_path / "cls.h5"), options={"aspect_loss": "kl"}, epochs=2))
     assert load_checkpoint(tmp_path / "makd_cls" / "best.pt")["head"]["terms"][0]["aspect_loss"] == "kl"
 
 

@@ -22,6 +22,7 @@ import torch
 from makd_cli.data.coco import CocoSplit, read_coco
 from makd_cli.detection.data import read_image
 from makd_cli.errors import MakdError
+from makd_cli.evaluate.evaluators import CheckpointEvaluator, register_evaluator
 from makd_cli.evaluate.protocols import mean_std_cell
 from makd_cli.evaluate.report import GROUP_KEYS, aggregate_seeds, differing_settings, run_settings
 from makd_cli.fileio import atomic_write_text, sha256_file, sha256_text
@@ -210,3 +211,8 @@ def show_detection(found: dict, *, split: str, fmt: str, as_json: bool, console)
     for _, r in table.iterrows():
         t.add_row(*(str(r[c]) for c in cols), str(int(r["runs"])), *(_cell(r, m) for m in METRICS))
     console.print(t)
+
+
+register_evaluator("detection", help="COCO AP (AP, AP50, AP75, APs, APm, APl) of --task detection runs, seeds aggregated")(
+    CheckpointEvaluator(claims=is_detection_file, evaluate=evaluate_detection, table=detection_table, show=show_detection,
+                        exclusive="evaluate detection runs on their own (COCO AP), without classifiers and without --probe"))

@@ -30,21 +30,21 @@ from makd_cli.detection import SCHEDULE_1X
 from makd_cli.detection.data import DetectionData, check_readable, collate
 from makd_cli.detection.model import build_detector, image_sizes
 from makd_cli.errors import MakdError, resume_mismatch
-from makd_cli.fileio import sha256_file
-from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.methods import Batch, MethodContext, build_terms
+from makd_cli.registry import Option
 from makd_cli.train.config import DEFAULT_VAL_FRACTION, TrainConfig
-from makd_cli.train.distributed import per_rank_batch, run_on_processes
-from makd_cli.train.engine import Objective, Run, fit, seed_everything
-from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
+from makd_cli.train.distributed import per_rank_batch
+from makd_cli.train.engine import Objective, seed_everything
 from makd_cli.train.progress import TrainProgress
+from makd_cli.train.task import Built, Env, TrainingTask, load_targets
+from makd_cli.train.tasks import TASKS, register_task
 
 TASK = "detection"
 METHODS = ("ce", "makd")
 MILESTONES_1X = (8, 11)  # of 12 epochs
 WARMUP_ITERS, WARMUP_FACTOR = 1000, 0.001
 # The detector's sampling sizes (torchvision/Detectron2 values), the task's --rois-per-image and --proposals;
-# TrainConfig(extra={"rois_per_image": 64}) makes a step on tiny images far cheaper (the tests do).
+# TrainConfig(options={"rois_per_image": 64}) makes a step on tiny images far cheaper (the tests do).
 SAMPLING = {"rois_per_image": 512, "proposals": 2000}
 LOSS_NAMES = ("classifier", "box_reg", "objectness", "rpn_box_reg")  # torchvision's loss_<name>
 
@@ -105,7 +105,7 @@ def _check_options(cfg: TrainConfig) -> list[str]:
     return parts
 
 
-def check_detector_resume(ckpt: dict, cfg: TrainConfig, sampling: dict, out: Path) -> None:
+def check_detector_resume(ckpt: dict, cfg: TrainConfig, sampling: dict, where: str) -> None:
     """The detector's own settings a resumed run must keep: the sampling sizes, the image size, and
     whether ImageNet weights were given (they freeze the batch norm and first stages, so the weights
     and the optimizer's parameters differ)."""
@@ -114,11 +114,11 @@ def check_detector_resume(ckpt: dict, cfg: TrainConfig, sampling: dict, out: Pat
                            ("--image-size", old.get("image_size"), cfg.image_size),
                            ("--pretrained (given or not)", bool(old.get("pretrained")), bool(cfg.pretrained))):
         if was != now:
-            raise resume_mismatch(f"{out}/last.pt", flag, was, now)
+            raise resume_mismatch(where, flag, was, now)
 
 
 def train_detection(cfg: TrainConfig) -> dict:
-    return run_on_processes(cfg.device, cfg.out, lambda device, info: _train(cfg, device, info))
+    return TASKS.get(TASK).train(cfg)
 
 
 class _Progress(TrainProgress):
@@ -126,29 +126,31 @@ class _Progress(TrainProgress):
         return [f"lr {record['lr']:.4g}", f"{record['images_per_s']:.1f} img/s"]
 
 
-def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
-    _check_options(cfg)
-    out, last_path, best_path = run_paths(cfg)
+def _build(cfg: TrainConfig, env: Env) -> Built:
+    device, info = env.device, env.info
     coco = read_coco(cfg.data.partition(":")[2] or None)
     positions = coco.train.with_objects()  # the training images, in the order of the datasets' views
     level = aspect_level(cfg)
     # the samples the targets are keyed by: the images (coco:PATH), or their boxes (coco-objects:PATH)
     samples = load_dataset(f"coco{'-objects' if level == 'object' else ''}:{cfg.data.partition(':')[2]}", seed=cfg.seed).train
-    wants_targets = "makd" in cfg.method.split("+") or cfg.targets or cfg.control  # --control alone: one line there
-    targets = _load_targets(cfg, coco.classes, samples) if wants_targets else None
+    from makd_cli.methods.base import METHODS as TERMS
+
+    # a method that learns from targets (makd), or --targets / --control given: load_targets says what is missing
+    wants_targets = any(TERMS.get(p).target_kinds for p in _check_options(cfg) if p in TERMS) or cfg.targets or cfg.control
+    targets = load_targets(cfg, coco.classes, samples) if wants_targets else None
     if targets is not None and targets.kind != "image_yesno":
         raise MakdError(f"--task detection learns per-image answers (image_yesno targets from `makd extract --mllm ... "
                         f"--data {cfg.data}`), but {cfg.targets} holds {targets.kind}")
     ctx = MethodContext(num_classes=len(coco.classes), targets=targets, train_ids=samples.ids,
                         train_labels=samples.labels, weight=cfg.aux_weight, epochs=cfg.epochs,
-                        options={"aspect_loss": cfg.aspect_loss, **{k: v for k, v in cfg.extra.items() if k not in SAMPLING}})
+                        options=cfg.options_of_kind("method"))
     terms = [t.to(device) for t in build_terms(cfg.method, ctx)]
     if targets is not None and not terms:
         raise MakdError("--method ce does not use --targets; drop --targets or train --method makd")
     aspect_dim = sum(t.extra_dim for t in terms)
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
-    sampling = {k: int(cfg.extra.get(k, d)) for k, d in SAMPLING.items()}  # --rois-per-image, --proposals
+    sampling = {k: int(v) for k, v in cfg.options_of("task", TASK).items() if k in SAMPLING}  # --rois-per-image, --proposals
     model = build_detector(cfg.student, len(coco.classes), aspect_dim, cfg.pretrained, cfg.image_size, **sampling,
                            aspect_level=level).to(device)
     step_model = model
@@ -161,17 +163,6 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     steps = milestones(cfg)
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: decay(e, steps))  # the step sets warm-up
-    history, start_epoch = [], 0
-    if cfg.resume:
-        ckpt = load_checkpoint(last_path)
-        _check_resume(ckpt, cfg, out)
-        check_detector_resume(ckpt, cfg, sampling, out)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
 
     _, test_size, max_size = image_sizes(cfg.image_size)
     head = {
@@ -179,21 +170,16 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         "slices": {t.name: [0, t.extra_dim] for t in terms if t.extra_dim},
         "aspect_level": level if aspect_dim else None,
         "aspect_head": (ASPECT_HEADS[level] if aspect_dim else None),
-        "targets_kind": targets.kind if targets is not None else None,
-        "question_ids": list(targets.question_ids) if targets is not None else [],
-        "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
         "schedule": {"milestones": steps, "warmup_iters": warmup, "max_size": max_size}, "sampling": sampling,
     }
     base = {
         "task": TASK, "arch": cfg.student, "num_classes": len(coco.classes), "classes": list(coco.classes),
-        "category_ids": list(coco.category_ids), "image_size": test_size, "native_size": None, "head": head,
-        "config": cfg.to_dict(), "split": {"train": len(data), "val": 0, "test": len(coco.val)},
+        "category_ids": list(coco.category_ids), "image_size": test_size, "native_size": None,
+        "split": {"train": len(data), "val": 0, "test": len(coco.val)},
     }
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
     counter = {"epoch": -1, "i": 0}
+    optimizer_ref = []  # the optimizer the shared setup makes (TrainingTask.scheduler hands it over)
     # object level: the targets' row of box j of training image i is first_box[i] + j
     counts = torch.tensor([len(coco.train.boxes[k]) for k in positions])
     first_box = torch.cumsum(counts, 0) - counts
@@ -211,7 +197,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
             counter.update(epoch=epoch, i=0)
         factor = lr_factor(epoch, epoch * steps_per_epoch + counter["i"], steps, warmup)
         counter["i"] += 1
-        for group in optimizer.param_groups:
+        for group in optimizer_ref[0].param_groups:
             group["lr"] = cfg.lr * factor
         images = [im.to(device, non_blocking=True) for im in images]
         boxes = [{k: v.to(device, non_blocking=True) for k, v in t.items()} for t in boxes]
@@ -227,11 +213,39 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     objective = Objective(model=model, data=data, train_modules=[model], step=step, parts=(*LOSS_NAMES, *(t.name for t in terms)),
                           batch_size=batch_size, drop_last=drop_last, keep="latest", collate=collate,
                           loss_hint="lower --lr or --aux-weight (a detector from random weights needs a smaller lr than 0.02)")
-    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, float("-inf"), start_epoch)
-    with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
-        fit(cfg, run, objective, bar)
-    if info.main and not cfg.quiet:
-        print(f"makd: {out}: evaluate with `makd eval {out}` (COCO AP on {coco.val.name})", file=sys.stderr)
-    # no validation top-1 for a detector: COCO AP comes from makd eval
-    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": None, "history": run.history, "split": base["split"],
-            "task": TASK}
+    return Built(objective, params, base, head, targets, state={"sampling": sampling, "coco": coco, "optimizer": optimizer_ref})
+
+
+@register_task(TASK, help="Faster R-CNN + FPN on --data coco:PATH (--task detection; --method ce, or makd for the aspect head); "
+               "defaults: COCO's 1x schedule, 12 epochs, lr 0.02, weight decay 1e-4", options=[
+    Option("rois-per-image", int, SAMPLING["rois_per_image"], "--task detection: RoIs sampled per image for the box head's loss "
+                                       "(Detectron2's and torchvision's 512; fewer make a step on small images cheaper).", min=1),
+    Option("proposals", int, SAMPLING["proposals"], "--task detection: RPN proposals kept per image after NMS in training "
+                                   "(torchvision's 2000).", min=1),
+])
+class Detection(TrainingTask):
+    """Faster R-CNN + FPN, with MaKD's aspect head for --method makd; chosen by --task detection."""
+
+    defaults = SCHEDULE_1X
+    progress = _Progress
+
+    def check(self, cfg: TrainConfig) -> None:
+        _check_options(cfg)
+
+    def build(self, cfg: TrainConfig, env: Env) -> Built:
+        return _build(cfg, env)
+
+    def scheduler(self, cfg: TrainConfig, optimizer, built: Built):
+        built.state["optimizer"].append(optimizer)  # the step sets the warm-up lr on it
+        steps = milestones(cfg)
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda e: decay(e, steps))
+
+    def check_resume(self, ckpt: dict, cfg: TrainConfig, built: Built, where: str) -> None:
+        check_detector_resume(ckpt, cfg, built.state["sampling"], where)
+
+    def summary(self, cfg: TrainConfig, run, built: Built) -> dict:
+        if run.info.main and not cfg.quiet:
+            print(f"makd: {run.out}: evaluate with `makd eval {run.out}` (COCO AP on {built.state['coco'].val.name})", file=sys.stderr)
+        # no validation top-1 for a detector: COCO AP comes from makd eval
+        return {"out": str(run.out), "epochs": cfg.epochs, "best_val_top1": None, "history": run.history,
+                "split": run.base["split"], "task": TASK}

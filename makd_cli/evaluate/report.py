@@ -20,7 +20,7 @@ from makd_cli.evaluate.predict import predict
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
-from makd_cli.methods.base import fine_target_rows
+from makd_cli.methods.base import fine_target_rows, term_facts
 from makd_cli.students import student_from_checkpoint
 
 
@@ -47,8 +47,10 @@ def aspect_agreement(ckpt: dict, pred: dict, targets, target_rows=None) -> dict 
         ref = targets.probs.reshape(len(targets.classes), -1)[rows]
     if ref.shape[1] != out.shape[1]:
         return {"note": f"target width {ref.shape[1]} differs from the head slice {out.shape[1]}"}
-    yesno = targets.kind in ("class_yesno", "image_yesno") and name == "makd"
-    student = 1 / (1 + np.exp(-out)) if yesno else out
+    info = next((t for t in head.get("terms") or [] if t.get("method") == name), {"method": name})
+    facts = term_facts(info)  # what the method declared: its output activation and the metric that scores it
+    yesno = targets.kind in ("class_yesno", "image_yesno") and facts.get("metric") == "yesno"
+    student = 1 / (1 + np.exp(-out)) if facts.get("output") == "sigmoid" else out
     result = {"method": name, "mae": float(np.mean(np.abs(student - ref)))}
     if yesno:
         from sklearn.metrics import roc_auc_score

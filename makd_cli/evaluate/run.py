@@ -9,6 +9,7 @@ from pathlib import Path
 
 from makd_cli.errors import MakdError
 from makd_cli.run_folder import run_checkpoints
+from makd_cli.evaluate.evaluators import EVALUATORS
 from makd_cli.evaluate.report import comparison_table, evaluate_checkpoint
 from makd_cli.progress import progress_bar
 from makd_cli.device import resolve_device
@@ -32,14 +33,6 @@ class EvalConfig:
     progress: bool = True
 
 
-def detection_paths(paths: list[Path]) -> list[Path]:
-    """The checkpoints of ``paths`` that are detectors (``makd train --task detection``); each is loaded
-    when its turn comes (Table 7's 36 runs would hold several GB at once)."""
-    from makd_cli.detection.evaluate import is_detection_file
-
-    return [p for p in paths if is_detection_file(p)]
-
-
 def run_eval(cfg: EvalConfig) -> dict:
     """``{"results": [one dict per checkpoint], "table": the comparison table (a DataFrame)}``."""
     if cfg.split not in ("test", "train"):
@@ -54,21 +47,22 @@ def run_eval(cfg: EvalConfig) -> dict:
     dev = str(resolve_device(cfg.device))
     paths = expand_checkpoints(list(cfg.checkpoints))
     targets = str(cfg.targets) if cfg.targets else None
-    detection = detection_paths(paths)
-    if detection:  # COCO AP of detectors (detection/evaluate.py): a table of its own
-        from makd_cli.detection.evaluate import detection_table, evaluate_detection
+    for entry in EVALUATORS.entries():  # checkpoints of other tasks (a detector: COCO AP) get a table of their own
+        claimed = [p for p in paths if entry.obj.claims(p)]  # each loaded when its turn comes (Table 7: 36 runs)
+        if not claimed:
+            continue
         from makd_cli.formats.checkpoint import load_checkpoint
 
-        if len(detection) < len(paths) or cfg.probe:
-            raise MakdError("evaluate detection runs on their own (COCO AP), without classifiers and without --probe")
-        if targets:  # the aspect agreement is a classifier's figure; a detector's eval is COCO AP alone
-            raise MakdError("--targets measures a classifier's aspect outputs; detection runs report COCO AP: drop --targets")
+        if len(claimed) < len(paths) or cfg.probe:
+            raise MakdError(entry.obj.exclusive)
+        if targets:  # the aspect agreement is a classifier's figure
+            raise MakdError(f"--targets measures a classifier's aspect outputs; {entry.name} runs have their own figures: drop --targets")
         with progress_bar("evaluate", len(paths), cfg.progress) as advance:
             results = []
-            for p in detection:
-                results.append(evaluate_detection(str(p), load_checkpoint(p), cfg.data, cfg.split, device=dev))
+            for p in claimed:
+                results.append(entry.obj.evaluate(str(p), load_checkpoint(p), cfg.data, cfg.split, device=dev))
                 advance(info=p.name)
-        return {"results": results, "table": detection_table(results)}
+        return {"results": results, "table": entry.obj.table(results)}
     results = []
     with progress_bar("evaluate", len(paths), cfg.progress) as advance:
         for p in paths:

@@ -9,6 +9,7 @@ from pathlib import Path
 from rich.table import Table
 
 from makd_cli.data.transforms import unreadable_note
+from makd_cli.evaluate.evaluators import EVALUATORS
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, side_by_side_markdown
 from makd_cli.evaluate.report import format_markdown
 
@@ -16,10 +17,9 @@ from makd_cli.evaluate.report import format_markdown
 def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool, as_json: bool, console,
               side_by_side: bool = False, paper: dict | None = None) -> None:
     results, table = found["results"], found["table"]
-    if table.attrs.get("task") == "detection":  # COCO AP columns (detection/evaluate.py)
-        from makd_cli.detection.evaluate import show_detection
-
-        return show_detection(found, split=split, fmt=fmt, as_json=as_json, console=console)
+    task = table.attrs.get("task")
+    if task and task in EVALUATORS:  # another task's own columns (a detector: COCO AP, detection/evaluate.py)
+        return EVALUATORS.get(task).show(found, split=split, fmt=fmt, as_json=as_json, console=console)
     for r in results:  # on stderr, so --json and csv output stay clean
         if r.get("unreadable_images"):
             print(f"makd: {r['checkpoint']}: {unreadable_note(r['unreadable_images'])}", file=sys.stderr)

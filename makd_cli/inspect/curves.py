@@ -16,7 +16,13 @@ from makd_cli.inspect.terminal import sparkline
 from makd_cli.inspect.views import ViewRequest, register_view, save_figure
 
 NOT_TERMS = ("train_loss", "train_ce")
-ASPECT_TERMS = ("makd", "lavid")
+
+
+def is_aspect_term(name: str) -> bool:
+    """Whether the logged term ``name`` is a method that learns an aspect head (its own declaration)."""
+    from makd_cli.methods.base import term_facts
+
+    return bool(term_facts({"method": name, "extra_dim": 1}).get("aspect_head"))
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -111,7 +117,7 @@ def curves_view(req: ViewRequest) -> dict:
             for ax in axes:
                 ax.axvline(e, color="grey", ls=":", lw=0.8)
         axes[0].set_title("class loss (train CE)")
-        named = [t for t in terms if t in ASPECT_TERMS]
+        named = [t for t in terms if is_aspect_term(t)]
         axes[1].set_title("aspect loss (weighted)" if named and len(named) == len(terms) else
                           "method losses (weighted)" if terms else "aspect loss")
         if not terms:

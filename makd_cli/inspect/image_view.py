@@ -34,7 +34,8 @@ def checkpoint_path(source: Path) -> Path:
 
 @dataclass
 class AspectHead:
-    method: str  # the target-based term: makd or lavid
+    method: str  # the target-based term (its name, for titles)
+    output: str  # its declared output activation: sigmoid (logits of p(yes)) or identity (the answers)
     lo: int
     hi: int
     shape: tuple  # one target row: (Q,) or (Q, M)
@@ -43,8 +44,8 @@ class AspectHead:
 
     @property
     def sigmoid(self) -> bool:
-        """MaKD's outputs are logits of p(yes); LaViD's head regresses the probabilities directly."""
-        return self.method == "makd"
+        """Whether the outputs are logits of p(yes) (the method declares it: ``MethodTerm.output``)."""
+        return self.output == "sigmoid"
 
     def probs(self, extra: np.ndarray) -> np.ndarray:
         """The student's answers in the targets' shape, (N, Q) or (N, Q, M)."""
@@ -60,7 +61,9 @@ def aspect_head(ckpt: dict, path: Path, view: str) -> AspectHead:
         name = info.get("method")
         if "shape" in info and name in slices:
             lo, hi = slices[name]
-            return AspectHead(name, int(lo), int(hi), tuple(info["shape"]), head.get("targets_kind") or "",
+            from makd_cli.methods.base import term_facts
+
+            return AspectHead(name, term_facts(info).get("output", "identity"), int(lo), int(hi), tuple(info["shape"]), head.get("targets_kind") or "",
                               list(head.get("question_ids") or []))
     raise MakdError(f"{path} has no aspect head (trained with --method {head.get('method', '?')}); --view {view} needs a "
                     "student trained with --method makd or lavid and --targets")

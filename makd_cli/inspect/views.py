@@ -27,7 +27,7 @@ class ViewRequest:
 
 # A view returns a JSON-serialisable dict of what it showed (printed with --json).
 # Every module of makd_cli/inspect is imported on first use: a new view file registers itself.
-VIEWS: Registry[Callable[[ViewRequest], dict]] = Registry("view", package="makd_cli.inspect")
+VIEWS: Registry[Callable[[ViewRequest], dict]] = Registry("view", package="makd_cli.inspect", kind="view")
 register_view = VIEWS.register
 
 

@@ -13,12 +13,6 @@ from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, reg
 from makd_cli.registry import Option, option_values
 
 
-def method_names() -> list[str]:
-    from makd_cli.train.tasks import task_methods
-
-    return ["ce"] + METHODS.names() + task_methods()
-
-
 def _with_options(ctx: MethodContext, name: str) -> MethodContext:
     """``ctx`` with method ``name``'s declared options checked and their defaults filled in."""
     return replace(ctx, options={**ctx.options, **option_values(METHODS.options(name), ctx.options)})
@@ -35,4 +29,4 @@ def build_terms(spec: str, ctx: MethodContext) -> list[MethodTerm]:
     return terms
 
 
-__all__ = ["Batch", "METHODS", "MethodContext", "MethodTerm", "Option", "build_terms", "method_names", "register_method"]
+__all__ = ["Batch", "METHODS", "MethodContext", "MethodTerm", "Option", "build_terms", "register_method"]

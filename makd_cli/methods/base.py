@@ -44,13 +44,31 @@ class Batch:
     strong_teacher_logits: Tensor | None = None
 
 
+# How a term's extra outputs become answers (``MethodTerm.output``): "identity" (the outputs are the
+# answers, LaViD's regressed probabilities) or "sigmoid" (logits of p(yes), MaKD's BCE); and which
+# metric scores them against the targets (``MethodTerm.metric``): "mae" (mean absolute error) or
+# "yesno" (MAE and per-question AUC of the yes/no answers).
+OUTPUTS = ("identity", "sigmoid")
+METRICS = ("mae", "yesno")
+
+
 class MethodTerm:
+    """One loss term. What a method is, declared here and recorded in the checkpoint (``head_info``),
+    is what eval and inspect read: no code outside the method's file tests its name."""
+
     name = "?"
     target_kinds: tuple[str, ...] = ()  # target kinds this term consumes; empty: none needed
     needs_teacher = False  # needs teacher logits for each batch (KD family)
     default_weight = 1.0
     views = 1  # 2: the loop also feeds a strongly augmented view of each image (MLKD)
     ce_weight: float | None = None  # the weight of CE on the class logits this term asks for; None: no opinion (1)
+    output = "identity"  # activation of its extra outputs (OUTPUTS)
+    metric = "mae"  # how eval scores its extra outputs against the targets (METRICS)
+
+    @property
+    def aspect_head(self) -> bool:
+        """Whether it learns extra outputs from the teacher's targets (an aspect head eval and inspect can read)."""
+        return bool(self.target_kinds) and self.extra_dim > 0
 
     def __init__(self, ctx: MethodContext):
         self.ctx = ctx
@@ -64,10 +82,24 @@ class MethodTerm:
         raise NotImplementedError
 
     def head_info(self) -> dict:
-        return {"method": self.name, "extra_dim": self.extra_dim, "weight": self.weight}
+        return {"method": self.name, "extra_dim": self.extra_dim, "weight": self.weight, "output": self.output,
+                "metric": self.metric, "aspect_head": self.aspect_head, "views": self.views}
 
     def check_resume(self, saved: dict, where: str) -> None:
         """Stop (one line) when ``saved``, this term's ``head_info`` in the run's last.pt, is another objective."""
+
+
+def term_facts(info: dict) -> dict:
+    """What a term recorded in a checkpoint (``head_info``) is: its output activation, metric, whether it
+    has an aspect head and its views. A checkpoint from before these were recorded gets the declarations
+    of the method registered under its name (``{}`` for a name no longer registered)."""
+    facts = {k: info[k] for k in ("output", "metric", "aspect_head", "views") if k in info}
+    if len(facts) < 4:
+        cls = METHODS.get(info["method"]) if info.get("method") in METHODS else None
+        if cls is not None:
+            facts = {"output": cls.output, "metric": cls.metric, "views": cls.views,
+                     "aspect_head": bool(cls.target_kinds) and int(info.get("extra_dim") or 0) > 0, **facts}
+    return facts
 
 
 def ce_weight_of(terms: list[MethodTerm]) -> float:
@@ -132,7 +164,7 @@ def fine_target_rows(targets: Targets, classes: list[str], fine_classes: list[st
 
 
 # Every module of makd_cli/methods is imported on first use: a new method file registers itself.
-METHODS: Registry[type[MethodTerm]] = Registry("method", package="makd_cli.methods")
+METHODS: Registry[type[MethodTerm]] = Registry("method", package="makd_cli.methods", kind="method")
 register_method = METHODS.register
 
 

@@ -60,7 +60,6 @@ class TeacherTerm(MethodTerm):
         opts = ctx.options
         self.standardize = bool(opts.get("logit_standardize", False))
         t = opts.get("kd_temperature")
-        t = opts.get("temperature") if t is None else t  # TrainConfig.kd_temperature arrives as "temperature"
         self.temperature = float(t) if t is not None else self.default_temperature
         if self.temperature <= 0:
             raise MakdError(f"--kd-temperature must be positive, not {self.temperature}")

@@ -15,6 +15,8 @@ class MaKD(MethodTerm):
     name = "makd"
     target_kinds = ("image_yesno", "class_yesno")
     default_weight = 4.0  # the reference code's alpha
+    output = "sigmoid"  # the aspect outputs are logits of p(yes) (BCE)
+    metric = "yesno"  # scored as yes/no answers: MAE of p(yes) and per-question AUC
 
     def __init__(self, ctx):
         super().__init__(ctx)

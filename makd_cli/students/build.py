@@ -28,7 +28,7 @@ class StudentSpec:
 
 
 # Named students; any other timm model name works too (``build_backbone``).
-STUDENTS: Registry[StudentSpec] = Registry("student")
+STUDENTS: Registry[StudentSpec] = Registry("student", kind="student")
 for _spec in (
     StudentSpec("timm", "resnet18", "ResNet-18 (the papers' main student)"),
     StudentSpec("timm", "resnet34", "ResNet-34"),

@@ -27,6 +27,7 @@ from PIL import Image
 
 from makd_cli.device import default_device
 from makd_cli.errors import MakdError
+from makd_cli.registry import Registry
 from makd_cli.teachers.base import YESNO_LAYOUTS, MultimodalTeacher, YesNoLayout, common_prefix_len, yesno_layout
 from makd_cli.teachers.models import may_download
 
@@ -347,6 +348,12 @@ def resolve_model_id(name: str) -> str:
     return ALIASES.get(name.lower(), name)
 
 
+# Loaders of models whose own (remote) code runs them, by the config's model_type: an adapter module
+# registers itself (teachers/internvl_remote.py: internvl_chat), imported by name on first use, so this
+# module, which the adapters build on, never imports them.
+REMOTE_CODE_LOADERS: Registry = Registry("remote-code multimodal loader", modules=("makd_cli.teachers.internvl_remote",))
+
+
 def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = False, dtype: torch.dtype | None = None,
               mmproj=None, threads: int | None = None):
     """Load a transformers image-text-to-text model and its processor: bf16 on CUDA, fp32 on CPU.
@@ -372,10 +379,9 @@ def load_mllm(name: str, device: str | None = None, trust_remote_code: bool = Fa
     def load(local_only: bool):
         kw = dict(trust_remote_code=trust_remote_code, local_files_only=local_only)
         config = AutoConfig.from_pretrained(repo, **kw)  # first: it says whether remote code is needed
-        if getattr(config, "model_type", None) == "internvl_chat" and trust_remote_code:
-            from makd_cli.teachers.internvl_remote import load_internvl_chat
-
-            return load_internvl_chat(repo, config, device=device, dtype=dtype, local_files_only=local_only)
+        model_type = getattr(config, "model_type", None)
+        if trust_remote_code and model_type in REMOTE_CODE_LOADERS:  # internvl_chat: teachers/internvl_remote.py
+            return REMOTE_CODE_LOADERS.get(model_type)(repo, config, device=device, dtype=dtype, local_files_only=local_only)
         remote = "AutoModelForImageTextToText" in (getattr(config, "auto_map", None) or {})
         if not remote and type(config) not in AutoModelForImageTextToText._model_mapping:
             raise ValueError("Unrecognized configuration class")

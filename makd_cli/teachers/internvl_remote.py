@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from makd_cli.errors import MakdError
-from makd_cli.teachers.hf_mllm import HFMultimodalTeacher, Prepared
+from makd_cli.teachers.hf_mllm import REMOTE_CODE_LOADERS, HFMultimodalTeacher, Prepared
 
 IMG_START, IMG_END, IMG_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 PLACEHOLDER = IMG_START + IMG_CONTEXT + IMG_END  # the image in a prompt before expansion to its tiles
@@ -277,3 +277,8 @@ def load_internvl_chat(repo: str, config, *, device: str, dtype: torch.dtype, lo
                         f"({type(exc).__name__}: {first}); use a converted '-hf' checkpoint (e.g. internvl3-1b) "
                         "or a transformers version that the model card names") from None
     return InternVLChatTeacher(model.to(device).eval(), tokenizer, repo)
+
+
+# looked up at call time, so a test can stub load_internvl_chat
+REMOTE_CODE_LOADERS.add("internvl_chat", lambda *args, **kw: load_internvl_chat(*args, **kw),
+                        "InternVL2/2.5 original checkpoints (model.chat's prompt; GPU-only, untested on real weights)")

@@ -22,7 +22,7 @@ class TrainConfig:
     data: str
     out: str
     method: str = "ce"
-    task: str | None = None  # classify | moco | detection (train/tasks.py); None: the task that owns --method
+    task: str | None = None  # classify | moco | detection (train/task.py TASKS); None: the task that owns --method
     targets: str | None = None
     student: str = "resnet18"
     epochs: int = PAPER_EPOCHS
@@ -32,11 +32,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     milestones: list[int] | None = None  # None: the papers' 150/180/210 of 240, scaled to --epochs
     aux_weight: float | None = None
-    aspect_loss: str = "bce"
     control: str | None = None  # random-codes | gaussian | shuffled (issue 10 controls)
     teacher_ckpt: str | None = None
-    kd_temperature: float | None = None  # None: the method's default (kd, mlkd 1; dkd 4: LaViD's fine-grained runs)
-    logit_standardize: bool = False
     per_class: int | None = None
     train_fraction: float = 1.0
     val_fraction: float | None = None  # None: DEFAULT_VAL_FRACTION, or 0 when --select-by reads the test split
@@ -52,18 +49,15 @@ class TrainConfig:
     compile: bool = False
     resume: bool = False
     quiet: bool = False
-    # --method lead-ssl (MoCo v2, train/moco.py): the paper's memory size, key momentum and InfoNCE temperature.
-    moco_queue: int = 65536
-    moco_momentum: float = 0.999
-    moco_temperature: float = 0.2
-    moco_dim: int | None = None  # output of the projection MLP; None: 128, or the description embeddings' width (--lead-student text)
-    extra: dict = field(default_factory=dict)  # options the chosen plug-ins declare, by key (dkd_alpha, ...)
+    # The options the chosen plug-ins declare (--kd-temperature, --aspect-loss, --moco-queue, ...): given
+    # by key ({"kd_temperature": 4.0}); resolved to {"method:kd": {every option of kd}, ...}, the form the
+    # run records. They live here only: never in, or renamed through, the fields above.
+    options: dict = field(default_factory=dict)
 
     def __post_init__(self):
-        # A plug-in option this config also names as a field (the Python API's keywords: aspect_loss,
-        # kd_temperature, moco_queue, ...) lands in that field, so the CLI and Python give one config.
-        for key in [k for k in self.extra if k in _FIELDS]:
-            setattr(self, key, self.extra.pop(key))
+        from makd_cli.train.plugin_options import resolve_options
+
+        self.options = resolve_options(self)
         if self.select_by not in SELECT_BY:
             raise MakdError(f"--select-by {self.select_by}: choose {', '.join(SELECT_BY)}")
         if self.select_every is not None and self.select_every < 1:
@@ -82,6 +76,19 @@ class TrainConfig:
                 fields.setdefault(key, value)
         return cls(task=task, **fields)
 
+    def options_of(self, kind: str, name: str | None) -> dict:
+        """The resolved options of plug-in ``name`` of ``kind`` (``options_of("method", "kd")``); {} if it has none."""
+        return dict(self.options.get(f"{kind}:{name}", {}))
+
+    def options_of_kind(self, kind: str) -> dict:
+        """Every chosen plug-in of ``kind``'s options by key (one --method lavid+kd: both terms'; a shared
+        option is one declaration, so one value)."""
+        merged = {}
+        for label, values in self.options.items():
+            if label.partition(":")[0] == kind:
+                merged.update(values)
+        return merged
+
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:
             return list(self.milestones)
@@ -93,5 +100,3 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
-
-_FIELDS = {f for f in TrainConfig.__dataclass_fields__ if f != "extra"}

@@ -1,16 +1,15 @@
-"""The training loop: CE on classes plus the method's terms, checkpoints written atomically.
+"""The ``classify`` training task: CE on the class logits plus one loss term per ``--method`` name.
 
-Every epoch reseeds all RNGs from (seed, epoch), so a run resumed from ``last.pt`` follows exactly
-the path of an uninterrupted one.
+It owns every method of the METHODS registry (lavid, makd, kd, dkd, mlkd, ... and their combinations).
+The shared setup (run folder, processes, optimizer, resume, checkpoints, the epoch loop) is
+``train/task.py``'s; this file builds the data, the student and its head, and one step's loss.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import nullcontext
 from types import SimpleNamespace
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -20,42 +19,18 @@ from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
-from makd_cli.errors import MakdError, resume_mismatch
+from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
-from makd_cli.fileio import check_output_path, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
-from makd_cli.formats.targets import read_targets
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.methods.base import TargetTable, ce_weight_of, fine_target_rows
 from makd_cli.students import build_student, student_from_checkpoint
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.distributed import per_rank_batch, run_on_processes
-from makd_cli.train.engine import Objective, Run, fit, seed_everything
-from makd_cli.train.progress import TrainProgress
-
-
-def default_workers(device: torch.device) -> int:
-    # On a small CPU box the loader workers would steal cores from the model itself.
-    cpus = os.cpu_count() or 1
-    return 0 if device.type == "cpu" and cpus <= 4 else min(8, cpus - 1)
-
-
-def _load_targets(cfg: TrainConfig, classes: list[str], train_split=None, fine_classes=()):
-    if cfg.targets is None:
-        if cfg.control:
-            raise MakdError("--control needs --targets: a control has the shape of the real targets")
-        return None
-    targets = read_targets(cfg.targets)
-    if fine_target_rows(targets, classes, list(fine_classes)) is None:  # else rows of the species (Waterbirds)
-        targets.check_classes(classes, where=str(cfg.targets))
-    if cfg.control:
-        from makd_cli.controls import apply_control
-
-        # MaKD's Gaussian control is per image: it needs the training images and their labels.
-        extra = {"labels": train_split.labels, "images": train_split.ids} if cfg.control == "gaussian" else {}
-        targets = apply_control(cfg.control, targets, cfg.seed, **extra)
-    return targets
+from makd_cli.train.distributed import per_rank_batch
+from makd_cli.train.engine import Objective, seed_everything
+from makd_cli.train.task import Built, Env, TrainingTask, load_targets
+from makd_cli.train.tasks import register_task
 
 
 def _teacher(cfg: TrainConfig, device):
@@ -67,43 +42,30 @@ def _teacher(cfg: TrainConfig, device):
     return teacher
 
 
-def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
-    old = ckpt["config"]
-    from makd_cli.train.tasks import task_name
+@register_task("classify", help="CE on the class logits plus each --method term (ce, lavid, makd, kd, ...)")
+class Classify(TrainingTask):
+    """CE + the METHODS terms on one student with a head of C + extra outputs."""
 
-    was, now = task_name(old.get("task"), old.get("method", cfg.method)), task_name(cfg.task, cfg.method)
-    if was != now:  # a detector's last.pt resumed as a classifier (or back) would not load
-        raise resume_mismatch(f"{out}/last.pt", "--task", was, now)
-    # train_fraction and val_fraction decide which images train: another value would change the split mid-run
-    for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "train_fraction", "val_fraction",
-                "targets", "control", "select_by", "select_every"):
-        if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
-            raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", old.get(key), getattr(cfg, key))
+    def build(self, cfg: TrainConfig, env: Env) -> Built:
+        return _build(cfg, env)
 
+    def check_resume(self, ckpt: dict, cfg: TrainConfig, built: Built, where: str) -> None:
+        for term, saved in zip(built.state["terms"], ckpt["head"].get("terms", [])):  # the same --method: its terms in order
+            term.check_resume(saved, where)
 
-def train(cfg: TrainConfig) -> dict:
-    return run_on_processes(cfg.device, cfg.out, lambda device, info: _train(cfg, device, info))
-
-
-def run_paths(cfg: TrainConfig) -> tuple[Path, Path, Path]:
-    """The run folder and its last.pt / best.pt; a finished run is never overwritten by accident."""
-    out = Path(cfg.out)
-    last_path, best_path = out / "last.pt", out / "best.pt"
-    if out.exists() and not out.is_dir():
-        raise MakdError(f"-o {out} is a file; a run needs a folder (best.pt, last.pt, metrics.jsonl)")
-    check_output_path(last_path, "run folder")  # under a file, or a folder that cannot be made: one line now
-    if last_path.exists() and not cfg.resume:
-        raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
-    if cfg.resume and not last_path.exists():
-        raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
-    return out, last_path, best_path
+    def summary(self, cfg: TrainConfig, run, built: Built) -> dict:
+        train_data = built.objective.data
+        skipped = train_data.unreadable.report()
+        if skipped and run.info.main:  # a warning, on stderr like extraction's: the results stay machine-readable
+            print(f"makd: {run.out}: {unreadable_note(skipped)}", file=sys.stderr)
+        return {**super().summary(cfg, run, built), "unreadable_images": skipped}
 
 
-def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
-    out, last_path, best_path = run_paths(cfg)
+def _build(cfg: TrainConfig, env: Env) -> Built:
+    device, info, workers = env.device, env.info, env.workers
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
-    targets = _load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
+    targets = load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
     )
@@ -113,7 +75,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         num_classes=len(ds.classes), targets=targets, train_ids=train_split.ids, train_labels=train_split.labels,
         weight=cfg.aux_weight, epochs=cfg.epochs,
         target_rows=None if fine_rows is None else fine_rows[train_split.fine_labels],
-        options={"aspect_loss": cfg.aspect_loss, "temperature": cfg.kd_temperature, "logit_standardize": cfg.logit_standardize, **cfg.extra},
+        options=cfg.options_of_kind("method"),
     )
     terms = build_terms(cfg.method, ctx)
     if targets is not None and not any(t.target_kinds for t in terms) and not (targets.kind == "image_clip" and any(t.needs_teacher for t in terms)):
@@ -141,42 +103,21 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     step_model = torch.compile(step_model) if cfg.compile else step_model
     batch_size = per_rank_batch(cfg.batch_size, info)
 
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.resolved_milestones(), gamma=0.1)
-    # The best score starts below any score: without a validation split it is -train_loss, which is
-    # below -1 whenever the loss exceeds 1 (a start of -1.0 then never wrote best.pt).
-    history, best_val, start_epoch = [], float("-inf"), 0
-    if cfg.resume:
-        ckpt = load_checkpoint(last_path)
-        _check_resume(ckpt, cfg, out)
-        for term, saved in zip(terms, ckpt["head"].get("terms", [])):  # the same --method: its terms in the same order
-            term.check_resume(saved, f"{out}/last.pt")
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history, best_val, start_epoch = list(ckpt["history"]), float(ckpt["best_val_top1"]), int(ckpt["epoch"]) + 1
-
     head = {
         "method": cfg.method, "extra_dim": extra_dim, "terms": [t.head_info() for t in terms],
         "slices": {t.name: [offsets[i], offsets[i + 1]] for i, t in enumerate(terms) if t.extra_dim},
-        "targets_kind": targets.kind if targets is not None else None,
-        "question_ids": list(targets.question_ids) if targets is not None else [],
-        "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
     }
     base = {
         "arch": cfg.student, "num_classes": len(ds.classes), "classes": list(ds.classes), "image_size": size,
-        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
+        "native_size": ds.native_size,
         "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
     }
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
     tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
     two_views = any(t.views == 2 for t in terms)  # MLKD: each item is a weak and a strong view, stacked
     if two_views:
         tr_tf = WeakStrong(tr_tf, strong_train_transform(size, ds.native_size))
     ce_weight = ce_weight_of(terms)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
-    if info.main:
-        out.mkdir(parents=True, exist_ok=True)
     train_data = TorchSplit(train_split, tr_tf, what="train")  # unreadable images: skipped, counted, bounded
 
     def step(batch, epoch):
@@ -220,11 +161,4 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     objective = Objective(model=model, data=train_data, train_modules=[model], step=step, validate=validate, evaluate_test=evaluate_test,
                           parts=("ce", *(t.name for t in terms)), batch_size=batch_size,
                           drop_last=len(train_split) > cfg.batch_size)
-    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, best_val, start_epoch)
-    with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
-        fit(cfg, run, objective, bar)
-    skipped = train_data.unreadable.report()
-    if skipped and info.main:  # a warning, on stderr like extraction's: the results stay machine-readable
-        print(f"makd: {out}: {unreadable_note(skipped)}", file=sys.stderr)
-    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": run.best_val, "history": run.history, "split": base["split"],
-            "unreadable_images": skipped, "selection": run.selection}
+    return Built(objective, list(model.parameters()), base, head, targets, state={"terms": terms})

@@ -44,19 +44,17 @@ from makd_cli.data import load_dataset
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import MEAN, STD, TorchSplit, default_image_size
 from makd_cli.errors import MakdError, resume_mismatch
-from makd_cli.fileio import sha256_file
-from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.losses import lead_weighted_kl, normalized_entropy
 from makd_cli.methods.base import MethodContext
 from makd_cli.methods.lead import TeacherDistribution, lead_reference_kl, text_logits
-from makd_cli.registry import option_values
+from makd_cli.registry import Option
 from makd_cli.students import build_student
 from makd_cli.train.config import TrainConfig
-from makd_cli.device import resolve_device
-from makd_cli.train.distributed import DistInfo, init_distributed, per_rank_batch, shutdown
-from makd_cli.train.engine import Objective, Run, fit, seed_everything
-from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
+from makd_cli.train.distributed import DistInfo, per_rank_batch
+from makd_cli.train.engine import Objective, seed_everything
 from makd_cli.train.progress import TrainProgress
+from makd_cli.train.task import Built, Env, TrainingTask, load_targets
+from makd_cli.train.tasks import TASKS, register_task
 
 METHOD = "lead-ssl"
 
@@ -225,21 +223,46 @@ class _Progress(TrainProgress):
 
 
 # ------------------------------------------------------------------------------------------ loop
-def lead_options(cfg: TrainConfig) -> dict:
-    """The --lead-* options of the moco task: those given (``cfg.extra``), else their defaults."""
-    from makd_cli.train.tasks import TASKS
+# The moco task's options (declared on the task: --method lead-ssl is not a METHODS term).
+MOCO_OPTIONS = [
+    Option("moco-queue", int, 65536, "--method lead-ssl: MoCo v2 queue of negative keys (the paper: 65536).", min=1),
+    Option("moco-momentum", float, 0.999, "--method lead-ssl: momentum of the key encoder. Under torchrun the key encoder "
+                                          "sees a batch shuffled across the processes (MoCo's shuffle-BN); one process has no "
+                                          "such shuffle.", min=0, max=1),
+    Option("moco-temperature", float, 0.2, "--method lead-ssl: InfoNCE temperature.", min=0),
+    Option("moco-dim", int, None, "--method lead-ssl: output width of the projection MLP (default 128; with --lead-student "
+                                  "text it is the width of the description embeddings, 512 for CLIP ViT-B/16 as in the "
+                                  "public code, and another value is an error).", min=1),
+    Option("lead-student", str, "text", "--method lead-ssl: the student's distribution. text (LEAD's public code): softmax of "
+                                        "the normalised projection . CLIP description embeddings / 0.02 (from the targets file); "
+                                        "head: a C-way class head.", choices=("text", "head")),
+    Option("lead-kl", str, "reference", "--method lead-ssl: the KL term. reference (the public code): sum over the batch of "
+                                        "weight * (1 - H^2) * KL / C; batchmean: weight * mean over the batch of (1 - H^2) * KL.",
+           choices=("reference", "batchmean")),
+    Option("lead-kl-weight", float, 20.0, "--method lead-ssl: weight of the KL term (the public code's beta, 20).", min=0),
+    Option("lead-teacher", str, "online", "--method lead-ssl: online (the public code): CLIP scores the student's own augmented "
+                                          "view at every step (loads the CLIP model; its share of the time is logged); offline: "
+                                          "the distribution extract --clip stored per un-augmented image.",
+           choices=("online", "offline")),
+    Option("lead-clip", str, None, "--method lead-ssl --lead-teacher online: the CLIP model (default: the one named in the "
+                                   "targets file)."),
+]
 
-    return option_values([o for o in TASKS.options("moco") if o.key.startswith("lead_")], cfg.extra)
+
+def moco_options(cfg: TrainConfig) -> dict:
+    """The moco task's options of this run (given, else their defaults), by key."""
+    return cfg.options_of("task", "moco")
 
 
 def _check_options(cfg: TrainConfig) -> None:
     if cfg.aux_weight is not None:
         raise MakdError("--method lead-ssl weighs its KL term with --lead-kl-weight (default 20, the public code's), not --aux-weight")
-    if not 0 <= cfg.moco_momentum < 1:
-        raise MakdError(f"--moco-momentum must be in [0, 1), not {cfg.moco_momentum}")
-    if cfg.moco_temperature <= 0:
-        raise MakdError(f"--moco-temperature must be positive, not {cfg.moco_temperature}")
-    if (cfg.moco_dim is not None and cfg.moco_dim < 1) or cfg.moco_queue < 1:
+    opts = moco_options(cfg)
+    if not 0 <= opts["moco_momentum"] < 1:
+        raise MakdError(f"--moco-momentum must be in [0, 1), not {opts['moco_momentum']}")
+    if opts["moco_temperature"] <= 0:
+        raise MakdError(f"--moco-temperature must be positive, not {opts['moco_temperature']}")
+    if (opts["moco_dim"] is not None and opts["moco_dim"] < 1) or opts["moco_queue"] < 1:
         raise MakdError("--moco-dim and --moco-queue must be at least 1")
     if cfg.control:
         raise MakdError("--control is not supported with --method lead-ssl")
@@ -250,15 +273,7 @@ def _check_options(cfg: TrainConfig) -> None:
 def train_moco(cfg: TrainConfig) -> dict:
     """Train ``cfg.student`` with LEAD's self-supervised objective; returns the summary ``train`` returns.
     Under torchrun every process trains its share of each batch (DDP) and rank 0 writes the files."""
-    _check_options(cfg)
-    device = resolve_device(cfg.device)
-    info = init_distributed(device)
-    if info.enabled and device.type == "cuda":
-        device = torch.device("cuda", info.local_rank)
-    try:
-        return _train_moco(cfg, device, info)
-    finally:
-        shutdown(info)
+    return TASKS.get("moco").train(cfg)
 
 
 class TeacherClock:
@@ -286,13 +301,13 @@ def _online_teacher(cfg: TrainConfig, name: str | None, targets, device):
     return load_clip(name, device=str(device))
 
 
-def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
-    opts = lead_options(cfg)
-    out, last_path, best_path = run_paths(cfg)
+def _build(cfg: TrainConfig, env: Env) -> Built:
+    device, info, workers = env.device, env.info, env.workers
+    opts = moco_options(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
     C = len(ds.classes)
-    targets = _load_targets(cfg, ds.classes)
+    targets = load_targets(cfg, ds.classes)
     if targets is not None and targets.kind != "image_clip":
         raise MakdError(f"--method lead-ssl takes image_clip targets (`makd extract --clip`), but the file holds {targets.kind}")
     # No hold-out: a self-supervised run chooses nothing on a validation split (best.pt is the last
@@ -323,57 +338,23 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     model = build_student(cfg.student, C, 0, size, cfg.pretrained).to(device)
     features = model.fc.in_features
     # --lead-student text: the projection lives in CLIP's embedding space, so its width is the embeddings'
-    proj_dim = text_emb.shape[1] if student_kind == "text" else (cfg.moco_dim or 128)
-    if student_kind == "text" and cfg.moco_dim not in (None, proj_dim):
-        raise MakdError(f"--moco-dim {cfg.moco_dim}: with --lead-student text the projection lives in CLIP's embedding space, "
+    proj_dim = text_emb.shape[1] if student_kind == "text" else (opts["moco_dim"] or 128)
+    if student_kind == "text" and opts["moco_dim"] not in (None, proj_dim):
+        raise MakdError(f"--moco-dim {opts['moco_dim']}: with --lead-student text the projection lives in CLIP's embedding space, "
                         f"{proj_dim} wide in {cfg.targets}; leave --moco-dim out or pass --lead-student head")
     proj = ProjectionHead(features, features, proj_dim).to(device)
     key_backbone, key_proj = copy.deepcopy(model.backbone), copy.deepcopy(proj)
     for p in list(key_backbone.parameters()) + list(key_proj.parameters()):
         p.requires_grad_(False)
-    queue = MoCoQueue(proj_dim, cfg.moco_queue, seed=cfg.seed).to(device)
+    queue = MoCoQueue(proj_dim, opts["moco_queue"], seed=cfg.seed).to(device)
     query = QueryEncoder(model.backbone, proj, model.fc if student_kind == "head" and targets is not None else None)
     step_query = query
     if info.enabled:
         step_query = torch.nn.parallel.DistributedDataParallel(query, device_ids=[info.local_rank] if device.type == "cuda" else None)
 
-    params = list(model.parameters()) + list(proj.parameters())
-    optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    if cfg.milestones is None:  # MoCo v2's cosine schedule
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
-        schedule = "cosine"
-    else:
-        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, cfg.resolved_milestones(), gamma=0.1)
-        schedule = f"step {cfg.resolved_milestones()}"
-    history, start_epoch = [], 0
-    if cfg.resume:
-        ckpt = load_checkpoint(last_path)
-        _check_resume(ckpt, cfg, out)
-        # what the run was, read from its head (a run from before issue 16 had a class head and the stored teacher)
-        saved = ckpt["head"]["terms"][0]
-        pairs = {key: (ckpt["config"].get(key), getattr(cfg, key)) for key in ("moco_queue", "moco_momentum", "moco_temperature")}
-        pairs["moco_dim"] = (saved.get("moco_dim"), proj_dim)
-        pairs["lead_student"] = (saved.get("student_distribution") or "head", student_kind)
-        pairs["lead_teacher"] = ("online" if str(saved.get("teacher") or "").startswith("online") else "offline",
-                                 "online" if online else "offline")
-        if targets is not None:  # the KL term (before issue 16: batch mean x --aux-weight, no "kl" in the head)
-            pairs["lead_kl"] = (saved.get("kl") or "batchmean", kl_form)
-            pairs["lead_kl_weight"] = (saved.get("weight"), weight)
-        for key, (was, now) in pairs.items():
-            if was != now:
-                raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", was, now)
-        model.load_state_dict(ckpt["model"])
-        moco = ckpt["moco"]
-        proj.load_state_dict(moco["projection"])
-        key_backbone.load_state_dict(moco["key_backbone"])
-        key_proj.load_state_dict(moco["key_projection"])
-        queue.load_state_dict(moco["queue"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        history, start_epoch = list(ckpt["history"]), int(ckpt["epoch"]) + 1
-
-    term = {"method": METHOD, "extra_dim": 0, "weight": weight, "kl": kl_form, "moco_momentum": cfg.moco_momentum,
-            "moco_queue": cfg.moco_queue, "moco_temperature": cfg.moco_temperature, "moco_dim": proj_dim,
+    schedule = "cosine" if cfg.milestones is None else f"step {cfg.resolved_milestones()}"
+    term = {"method": METHOD, "extra_dim": 0, "weight": weight, "kl": kl_form, "moco_momentum": opts["moco_momentum"],
+            "moco_queue": opts["moco_queue"], "moco_temperature": opts["moco_temperature"], "moco_dim": proj_dim,
             "projection": [features, features, proj_dim], "schedule": schedule,
             "student_distribution": student_kind,
             "teacher": None if targets is None else ("online " + clip_teacher.name if online else "image_clip"),
@@ -383,20 +364,14 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     head = {
         "method": METHOD, "extra_dim": 0, "terms": [term], "slices": {}, "self_supervised": True,
         "class_head": class_head,
-        "targets_kind": targets.kind if targets is not None else None,
-        "question_ids": list(targets.question_ids) if targets is not None else [],
-        "targets_sha256": sha256_file(cfg.targets) if cfg.targets else None,
     }
     base = {
         "arch": cfg.student, "num_classes": C, "classes": list(ds.classes), "image_size": size,
-        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
-        "split": {"train": len(train_split), "val": 0, "test": len(ds.test)},
+        "native_size": ds.native_size, "split": {"train": len(train_split), "val": 0, "test": len(ds.test)},
     }
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
     data = TwoViews(train_split, moco_transform(size))
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
-    out.mkdir(parents=True, exist_ok=True)
-    m, temp = cfg.moco_momentum, cfg.moco_temperature
+    m, temp = opts["moco_momentum"], opts["moco_temperature"]
     keys = {}  # this step's keys (every process's, under torchrun), queued after the optimizer step
     clock = TeacherClock()
 
@@ -449,10 +424,55 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
         drop_last=True,
         keep="latest",  # no labels to choose an epoch by: the latest is the result
     )
-    run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info=info, workers=workers, history=history,
-              start_epoch=start_epoch)
-    with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
-        fit(cfg, run, objective, bar)
-    final = history[-1] if history else {}
-    return {"out": str(out), "epochs": cfg.epochs, "best_val_top1": final.get("val_top1", -final.get("train_loss", 0.0)),
-            "history": history, "split": base["split"]}
+    state = {"proj": proj, "key_backbone": key_backbone, "key_proj": key_proj, "queue": queue, "proj_dim": proj_dim,
+             "student_kind": student_kind, "online": online, "kl_form": kl_form, "weight": weight, "opts": opts}
+    return Built(objective, list(model.parameters()) + list(proj.parameters()), base, head, targets, state)
+
+
+@register_task("moco", help="LEAD's self-supervised MoCo v2 with entropy-weighted distillation; under torchrun the key "
+               "encoder sees a batch shuffled across the processes (shuffle-BN), one process has no such shuffle",
+               options=MOCO_OPTIONS)
+class MoCo(TrainingTask):
+    """``--method lead-ssl``: MoCo v2 (query and momentum key encoders, a queue of keys) plus LEAD's KL."""
+
+    methods = (METHOD,)
+    progress = _Progress
+
+    def check(self, cfg: TrainConfig) -> None:
+        _check_options(cfg)
+
+    def build(self, cfg: TrainConfig, env: Env) -> Built:
+        return _build(cfg, env)
+
+    def scheduler(self, cfg: TrainConfig, optimizer, built: Built):
+        if cfg.milestones is None:  # MoCo v2's cosine schedule
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=cfg.epochs)
+        return super().scheduler(cfg, optimizer, built)
+
+    def check_resume(self, ckpt: dict, cfg: TrainConfig, built: Built, where: str) -> None:
+        # what the run was, read from its head (a run from before issue 16 had a class head and the stored teacher)
+        st, saved, old = built.state, ckpt["head"]["terms"][0], ckpt["config"]
+        old_opts = old.get("options", {}).get("task:moco") or old  # runs from before issue 23 kept them as fields
+        pairs = {key: (old_opts.get(key), st["opts"][key]) for key in ("moco_queue", "moco_momentum", "moco_temperature")}
+        pairs["moco_dim"] = (saved.get("moco_dim"), st["proj_dim"])
+        pairs["lead_student"] = (saved.get("student_distribution") or "head", st["student_kind"])
+        pairs["lead_teacher"] = ("online" if str(saved.get("teacher") or "").startswith("online") else "offline",
+                                 "online" if st["online"] else "offline")
+        if built.targets is not None:  # the KL term (before issue 16: batch mean x --aux-weight, no "kl" in the head)
+            pairs["lead_kl"] = (saved.get("kl") or "batchmean", st["kl_form"])
+            pairs["lead_kl_weight"] = (saved.get("weight"), st["weight"])
+        for key, (was, now) in pairs.items():
+            if was != now:
+                raise resume_mismatch(where, f"--{key.replace('_', '-')}", was, now)
+
+    def load_state(self, ckpt: dict, built: Built) -> None:
+        moco, st = ckpt["moco"], built.state
+        st["proj"].load_state_dict(moco["projection"])
+        st["key_backbone"].load_state_dict(moco["key_backbone"])
+        st["key_proj"].load_state_dict(moco["key_projection"])
+        st["queue"].load_state_dict(moco["queue"])
+
+    def summary(self, cfg: TrainConfig, run, built: Built) -> dict:
+        final = run.history[-1] if run.history else {}
+        return {"out": str(run.out), "epochs": cfg.epochs, "best_val_top1": final.get("val_top1", -final.get("train_loss", 0.0)),
+                "history": run.history, "split": run.base["split"]}

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from makd_cli.errors import MakdError
 from makd_cli.train.config import TrainConfig
-from makd_cli.train.tasks import TASKS, task_for
+from makd_cli.train.task import train
 
 
 def train_runs(cfg: TrainConfig, runs: int = 1) -> list[dict]:
@@ -15,8 +15,7 @@ def train_runs(cfg: TrainConfig, runs: int = 1) -> list[dict]:
         raise MakdError("--runs must be at least 1")
     if cfg.epochs < 1:
         raise MakdError("--epochs must be at least 1")
-    # --task NAME, else the task that owns --method: classify (CE + method terms), or moco for lead-ssl
-    run = (TASKS.get(cfg.task) if cfg.task else task_for(cfg.method)).run
+    # one dispatcher (train/task.py): --task NAME, else the task that owns --method
     if runs == 1:
-        return [run(cfg)]
-    return [run(replace(cfg, seed=cfg.seed + k, out=str(Path(cfg.out) / f"seed{cfg.seed + k}"))) for k in range(runs)]
+        return [train(cfg)]
+    return [train(replace(cfg, seed=cfg.seed + k, out=str(Path(cfg.out) / f"seed{cfg.seed + k}"))) for k in range(runs)]

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from makd_cli.registry import Registry, option_values
 
-LANGUAGE_BACKENDS: Registry = Registry("--backend", package="makd_cli.teachers.backends")
-MULTIMODAL_BACKENDS: Registry = Registry("multimodal backend", package="makd_cli.teachers.backends")
+LANGUAGE_BACKENDS: Registry = Registry("--backend", package="makd_cli.teachers.backends", kind="backend")
+MULTIMODAL_BACKENDS: Registry = Registry("multimodal backend", package="makd_cli.teachers.backends", kind="multimodal-backend")
 register_language_backend = LANGUAGE_BACKENDS.register
 register_multimodal_backend = MULTIMODAL_BACKENDS.register
 
@@ -27,10 +27,17 @@ def load_llm(spec: str, backend: str = "llama.cpp", **kwargs):
     return entry.obj(spec, **common, **option_values(entry.options, kwargs))
 
 
-def load_multimodal(name: str, **kwargs):
-    """Load multimodal teacher ``name`` with the first backend that claims it (transformers last)."""
+def claiming_backend(name: str, backend: str | None = None) -> str:
+    """The multimodal backend that loads ``--mllm name``: the first whose ``claims`` accepts it (transformers last)."""
     entries = sorted(MULTIMODAL_BACKENDS.entries(), key=lambda e: getattr(e.obj, "priority", 0))
     for entry in entries:
         if entry.obj.claims(name):
-            return entry.obj(name, **kwargs, **option_values(entry.options, kwargs))
+            return entry.name
     raise AssertionError("the transformers backend claims every name")  # pragma: no cover
+
+
+def load_multimodal(name: str, options: dict | None = None, **kwargs):
+    """Load multimodal teacher ``name`` with the backend that claims it; ``options``: the plug-in options
+    given (the backend's declared ones reach it, with their defaults)."""
+    entry = MULTIMODAL_BACKENDS.entry(claiming_backend(name))
+    return entry.obj(name, **kwargs, **option_values(entry.options, options or {}))
