@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from makd_cli.cli_output import bold, styled
+
 import json
 import sys
 from pathlib import Path
@@ -55,7 +57,7 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
         _print_probe(results, fmt, console)
     if per_class:
         for r in results:
-            console.print(f"[bold]{r['checkpoint']}[/]")
+            console.print(bold(r['checkpoint']))
             for c, a in r["per_class"].items():
                 console.print(f"  {c:30s} {'-' if a is None else f'{a:6.2f}'}")
 

@@ -6,6 +6,8 @@ alike sit together: the relational structure a student learns from soft answers.
 
 from __future__ import annotations
 
+from makd_cli.cli_output import bold, styled
+
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +103,7 @@ def question_view(req: ViewRequest) -> dict:
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01, label=kind)
         save_figure(fig, req.output)
     if req.terminal and not req.as_json:
-        req.console.print(f"[bold]{text}[/]  ({qid})", highlight=False)
+        req.console.print(styled(bold(text), f"  ({qid})"), highlight=False)
         for lab, opt in zip(option_labels, options):
             if opt != lab:
                 req.console.print(f"  {opt}", highlight=False)
