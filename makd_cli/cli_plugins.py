@@ -19,6 +19,7 @@ from typing import Optional
 import typer
 from typer.core import TyperGroup
 
+from makd_cli.cli_checks import finite_floats
 from makd_cli.errors import MakdError
 from makd_cli.registry import Option, Registry, option_values
 
@@ -80,7 +81,9 @@ def plugin_options() -> dict:
 
 def _chosen(selector_value: str | None, selector: str) -> list[str]:
     if selector == "method":
-        return [p.strip() for p in (selector_value or "ce").split("+") if p.strip()]
+        from makd_cli.cli_checks import method_parts
+
+        return method_parts(selector_value)
     return [selector_value or "llama.cpp"]
 
 
@@ -160,12 +163,12 @@ class PluginGroup(TyperGroup):
         found = registry_for(name) if name else None
         info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
         if found is None or info is None:
-            return name, command, bare_flag_values(name, rest)
+            return name, finite_floats(command), bare_flag_values(name, rest)
         info = copy.copy(info)
         info.callback = with_plugin_options(info.callback, *found)
         app = self.typer_app
-        return name, typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                                      rich_markup_mode=app.rich_markup_mode), bare_flag_values(name, rest)
+        return name, finite_floats(typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                                    rich_markup_mode=app.rich_markup_mode)), bare_flag_values(name, rest)
 
 
 # Options whose value may be left out: (command, flag) -> (what the bare flag stands for, its values).
@@ -196,7 +199,7 @@ def plugin_group(app: typer.Typer) -> typer.Typer:
 
 def build_command(app: typer.Typer, args: list[str]):
     """The click command of ``app`` (plug-in options come in when the subcommand is resolved)."""
-    return typer.main.get_command(app)
+    return finite_floats(typer.main.get_command(app))
 
 
 def one_line(exc) -> str:

@@ -158,6 +158,8 @@ def check_output_path(path: str | os.PathLike, what: str = "output", text: bool 
         _stdout.setdefault("what", what)
         return Path(STDIO)
     path = Path(path)
+    if path.parts[:1] == (STDIO,):  # `-o -` given for a run folder: `-/last.pt` would make a folder named `-`
+        raise _refuse_binary_stdio(what, writing=True)
     if path.is_dir():
         raise MakdError(f"{what} {path} is a directory; give a file path")
     parent = path.parent
@@ -195,7 +197,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     Write through a Python file object where you can (``open(tmp, "wb")``): a full disk then raises
     ``OSError(ENOSPC)``, which leaves here as one line and the earlier output intact. A temporary file
     cannot be renamed onto standard output: ``-`` is refused here (text goes through ``atomic_write_text``)."""
-    path = check_output_path(path, what=f"output {Path(path).suffix or 'file'}".replace("output .", "a ."))
+    path = check_output_path(path, what=f"the {suffix.lstrip('.') or 'binary'} output")
     clean_stale_temporaries(path)
     mode = _new_file_mode(path)
     try:
@@ -256,10 +258,7 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
     an ``flock``, so a killed holder releases it; the lock file is removed on release."""
     import fcntl
 
-    if is_stdio(path):  # standard output: nothing to lock (a binary output is refused when it is written)
-        yield
-        return
-    path = check_output_path(path, what)
+    path = check_output_path(path, what)  # `-` refused: the outputs produced under a lock are binary files
     lock_file = path.parent / f".{path.name}.lock"
     while True:
         try:

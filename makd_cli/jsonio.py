@@ -18,6 +18,7 @@ from typing import Iterator
 from makd_cli.errors import MakdError
 
 MAX_JSON_DEPTH = 64  # makd's own records nest 3 deep, COCO 4; a deeper value is not one of makd's files
+DEPTH_SCAN_CHARS = 8 << 20
 MAX_LINE_CHARS = 1 << 20  # one JSON Lines record (a question, an epoch of metrics) is a few hundred characters
 
 _STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
@@ -63,7 +64,9 @@ def loads(text: str, where: str, max_depth: int = MAX_JSON_DEPTH, allow_nonfinit
     """Parse JSON from a file makd reads; anything wrong is one line starting with ``where``.
 
     ``allow_nonfinite``: NaN and infinity read as floats (a training history records a loss that became NaN)."""
-    if json_depth(text) > max_depth:
+    # the scan costs a pass over the text: large documents (COCO's 450 MB) rely on the parser's own
+    # recursion limit, caught below, for the same one line
+    if len(text) <= DEPTH_SCAN_CHARS and json_depth(text) > max_depth:
         raise MakdError(f"{where} nests arrays or objects more than {max_depth} deep; it is not a file makd writes")
     finite = {} if allow_nonfinite else {"parse_float": _finite_float, "parse_constant": _no_constant}
     try:
@@ -72,7 +75,9 @@ def loads(text: str, where: str, max_depth: int = MAX_JSON_DEPTH, allow_nonfinit
         raise MakdError(f"{where}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise MakdError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
-    except (ValueError, RecursionError) as exc:  # an integer of thousands of digits, or nesting the scan missed
+    except RecursionError:
+        raise MakdError(f"{where} nests arrays or objects too deep; it is not a file makd writes") from None
+    except ValueError as exc:  # an integer of thousands of digits
         raise MakdError(f"{where} is not JSON makd reads ({str(exc)[:80]})") from None
 
 
