@@ -37,9 +37,11 @@ def parse_paper(items: list[str]) -> dict[str, str]:
         run, sep, number = item.partition("=")
         if not sep or not run.strip() or not number.strip():
             raise MakdError(f"--paper {item!r}: give RUN=NUMBER, e.g. lavid=70.15 or makd.gaussian=79.36")
-        # a number first; a note may follow it ("63.07 (LaViD) / 53.83 (MaKD)", as examples/paper.mk gives)
-        if not _PAPER_NUMBER.match(number.strip()):
-            raise MakdError(f"--paper {item!r}: {number.strip()!r} does not start with a number; give RUN=NUMBER, e.g. lavid=70.15")
+        # a number first, a note may follow it ("63.07 (LaViD) / 53.83 (MaKD)", as examples/paper.mk gives);
+        # or n/a where the paper reports none
+        if not _PAPER_NUMBER.match(number.strip()) and number.strip().lower() not in ("n/a", "-"):
+            raise MakdError(f"--paper {item!r}: {number.strip()!r} does not start with a number; give RUN=NUMBER "
+                            "(e.g. lavid=70.15), or RUN=n/a where the paper has none")
         if run.strip() in paper:
             raise MakdError(f"--paper names {run.strip()!r} twice; give one number per run")
         paper[run.strip()] = number.strip()

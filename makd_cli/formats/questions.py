@@ -48,12 +48,19 @@ class Question:
         return rec
 
 
-def placeholder_problem(text: str, options: list[str] = (), required: bool = True) -> str | None:
+REFERENCE_FORMATS = ("lavid",)  # imported reference questions keep the reference's own substitution (interop/lavid.py)
+
+
+def placeholder_problem(text: str, options: list[str] = (), required: bool = True, source: dict | None = None) -> str | None:
     """The one placeholder rule, for gen-questions' validator and the questions reader alike: the
-    class appears exactly once in the text (``required``: per-class questions) and never in an option."""
+    class appears exactly once in the text (``required``: per-class questions) and never in an option.
+    Questions imported from LaViD's files (``source.format`` lavid) are asked as the reference asks them,
+    which replaces every "class" (twice in a few of its questions): only the placeholder's presence is checked."""
     count = text.count(PLACEHOLDER)
     if required and count == 0:
         return f"no {PLACEHOLDER} placeholder"
+    if (source or {}).get("format") in REFERENCE_FORMATS:
+        return None
     if count > 1:
         return "placeholder repeated"
     if any(PLACEHOLDER in o for o in options):
@@ -110,7 +117,7 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
             raise MakdError(f"{where}: a multiple-choice question needs at least 2 options")
         # Yes/no aspect questions may be about the image as a whole ("Is there water nearby?"); the
         # per-class extractor checks for the placeholder itself.
-        problem = placeholder_problem(q.text, q.options, required=q.kind == "mcq")
+        problem = placeholder_problem(q.text, q.options, required=q.kind == "mcq", source=q.source)
         if problem is not None:
             raise MakdError(f"{where}: question {q.id}: {problem}; per-class questions name the class once, as {PLACEHOLDER}, "
                             "in the question text (gen-questions refuses such items too)")

@@ -180,32 +180,37 @@ def read_targets(path: str | Path) -> Targets:
         f = h5py.File(path, "r")
     except OSError:
         raise MakdError(f"{path} is not an HDF5 file; targets come from `makd extract`") from None
-    with f:
-        if _attr(f, "format") != FORMAT:
-            raise MakdError(f"{path} is not a makd targets file (format attribute {_attr(f, 'format')!r})")
-        try:
-            version = int(_attr(f, "format_version", -1))
-        except (TypeError, ValueError):
-            version = -1
-        if version not in READABLE_VERSIONS:
-            raise MakdError(f"{path} has targets format version {version}; this makd reads versions "
-                            f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `makd extract`")
-        for name in ("classes", "question_ids", "probs"):
-            if f.get(name, getlink=True) is None:
-                raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
-        kind = _attr(f, "kind")
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise MakdError(f"{path} is damaged: its kind attribute is {kind!r}, not one of {', '.join(KINDS)}; re-run `makd extract`")
-        try:
-            fields = _read_fields(f, kind)
-        except (_Damaged, Damaged) as exc:
-            raise MakdError(f"{path} is damaged: {exc}; re-run `makd extract`") from None
-        except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:  # h5py's errors for a corrupt dataset or chunk
-            raise MakdError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:80]}); re-run `makd extract`") from None
+    try:
+        with f:
+            fields = _read_file(f, path)
+    except (_Damaged, Damaged) as exc:
+        raise MakdError(f"{path} is damaged: {exc}; re-run `makd extract`") from None
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:  # h5py's errors for a corrupt header, dataset or chunk
+        raise MakdError(f"{path} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:80]}); re-run `makd extract`") from None
     try:
         return Targets(**fields)
     except MakdError as exc:
         raise MakdError(f"{path}: {exc}") from None
+
+
+def _read_file(f, path: Path) -> dict:
+    """The checked fields of an open targets file; MakdError for what is not a makd targets file."""
+    if _attr(f, "format") != FORMAT:
+        raise MakdError(f"{path} is not a makd targets file (format attribute {_attr(f, 'format')!r})")
+    try:
+        version = int(_attr(f, "format_version", -1))
+    except (TypeError, ValueError, OverflowError):
+        version = -1
+    if version not in READABLE_VERSIONS:
+        raise MakdError(f"{path} has targets format version {version}; this makd reads versions "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `makd extract`")
+    for name in ("classes", "question_ids", "probs"):
+        if f.get(name, getlink=True) is None:
+            raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
+    kind = _attr(f, "kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise MakdError(f"{path} is damaged: its kind attribute is {kind!r}, not one of {', '.join(KINDS)}; re-run `makd extract`")
+    return _read_fields(f, kind)
 
 
 class _Damaged(Exception):
