@@ -383,13 +383,9 @@ def data_classes(data: str = typer.Argument(..., help="Dataset: fashion-mnist, N
                  output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the list here instead of stdout.")):
     """Print the dataset's class names, one per line (the class list gen-questions and extract take)."""
     from makd_cli.data import load_dataset
-    from makd_cli.fileio import atomic_write_text
+    from makd_cli.formats.questions import write_classes
 
-    text = "\n".join(load_dataset(data).classes) + "\n"
-    if output:
-        atomic_write_text(output, text)
-    else:
-        sys.stdout.write(text)
+    write_classes(output or "-", load_dataset(data).classes)  # no -o: standard output, as -o -
 
 
 @data_app.command("info")

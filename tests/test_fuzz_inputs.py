@@ -166,6 +166,8 @@ CHECKPOINTS = {
     "head-extra": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["head"].__setitem__("extra_dim", 4)),
     "model-missing-key": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"].pop("fc.weight")),
     "config-list": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("config", [1])),
+    "weights-nan": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"]["fc.weight"].fill_(float("nan"))),
+    "weights-inf": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"]["fc.weight"].fill_(float("inf"))),
 }
 PRETRAINED = {
     "tensor": lambda w, tmp: torch.save(torch.zeros(3), tmp / "w.pth") or tmp / "w.pth",

@@ -152,6 +152,21 @@ def test_class_list_splits_on_newline_only(names):
     assert got == names
 
 
+@FAST
+@given(st.lists(odd_text, min_size=1, max_size=5, unique=True))
+def test_class_list_written_is_read_back_or_refused(names):
+    """What write_classes writes, read_classes reads back as written; a name it cannot hold is refused."""
+    from makd_cli.formats.questions import write_classes
+
+    p = _DIR / "written.txt"
+    try:
+        write_classes(p, names)
+    except MakdError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert read_classes(p) == names
+
+
 # ---- targets.h5 --------------------------------------------------------------------------------
 @settings(max_examples=40, deadline=None)
 @given(st.binary(max_size=300) | mutated(_good_targets()))

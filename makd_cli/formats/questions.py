@@ -154,3 +154,14 @@ def read_classes(path: str | Path) -> list[str]:
     if dup:
         raise MakdError(f"class list {path} repeats {', '.join(dup)}; class names must be unique")
     return names
+
+
+def write_classes(path: str | Path, names: list[str]) -> None:
+    """Write a class list (``-``: standard output) that ``read_classes`` reads back as ``names``: a name
+    holding a line break, starting with ``#`` or with spaces around it would come back otherwise, so it is
+    refused in one line."""
+    for name in names:
+        if "\n" in name or "\r" in name or name != name.strip() or not name or name.startswith("#"):
+            raise MakdError(f"class name {name!r} cannot be written to a class list (one name per line, no line breaks, "
+                            "no spaces around it, not starting with #); rename that class folder")
+    atomic_write_text(path, "\n".join(names) + "\n")
