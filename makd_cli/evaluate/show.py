@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from makd_cli.cli_output import bold, styled
-
 import json
 import sys
 from pathlib import Path
 
 from rich.table import Table
 
+from makd_cli.cli_output import bold
 from makd_cli.data.transforms import unreadable_note
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, side_by_side_markdown
 from makd_cli.evaluate.report import format_markdown

@@ -3,10 +3,9 @@ other classes' average, and the classes whose targets are closest to it."""
 
 from __future__ import annotations
 
-from makd_cli.cli_output import bold, styled
-
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets, read_targets
 from makd_cli.inspect.heatmap import class_question_matrix, shorten

@@ -15,12 +15,11 @@ Per-image targets are averaged per class first (as ``--quality`` does).
 
 from __future__ import annotations
 
-from makd_cli.cli_output import bold, styled
-
 from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets, read_targets
 from makd_cli.inspect.views import ViewRequest, register_view

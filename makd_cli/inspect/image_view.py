@@ -7,13 +7,12 @@ when known, else the student's prediction) and the image's own row for per-image
 
 from __future__ import annotations
 
-from makd_cli.cli_output import bold, styled
-
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.numerics import softmax
 from makd_cli.run_folder import checkpoint_path as first_checkpoint

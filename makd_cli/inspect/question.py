@@ -6,12 +6,11 @@ alike sit together: the relational structure a student learns from soft answers.
 
 from __future__ import annotations
 
-from makd_cli.cli_output import bold, styled
-
 from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.formats.questions import PLACEHOLDER, Question, read_questions
 from makd_cli.formats.targets import Targets, read_targets

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from makd_cli.cli_output import bold, styled
-
 import numpy as np
 from rich.text import Text
+
+from makd_cli.cli_output import bold, styled
 
 MAX_ROWS, MAX_COLS = 40, 80
 
