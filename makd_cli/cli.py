@@ -49,7 +49,9 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
-    pass
+    from makd_cli.fileio import reset_stdio
+
+    reset_stdio()  # `-` (standard input/output) is claimed afresh by each command, in main() and CliRunner alike
 
 
 # ---------------------------------------------------------------------------------------------
@@ -468,9 +470,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     from typer.exceptions import Abort
 
     from makd_cli.cli_plugins import build_command, one_line
-    from makd_cli.fileio import reset_stdio
 
-    reset_stdio()  # `-` (standard input/output) is claimed afresh by each command
     args = sys.argv[1:] if argv is None else list(argv)
     try:
         code = build_command(app, args).main(args=args, prog_name="makd", standalone_mode=False)
