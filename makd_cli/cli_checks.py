@@ -3,15 +3,13 @@
 ``finite_floats``: a float flag (``--temperature``, ``--lr``, a plug-in's ``--kd-temperature`` ...)
 refuses ``nan``, ``inf`` and ``-inf`` as a usage error (one line, exit 2). The parser reads them as
 floats and a range check lets ``inf`` through, so without this ``--temperature inf`` made every
-row uniform without a word. ``method_parts``: the one reading of a ``--method a+b`` spec.
+row uniform without a word.
 """
 
 from __future__ import annotations
 
 import math
 import types
-
-from makd_cli.errors import MakdError
 
 
 def _not_finite(value) -> bool:
@@ -40,19 +38,3 @@ def finite_floats(command):
     for sub in (getattr(command, "commands", None) or {}).values():
         finite_floats(sub)
     return command
-
-
-def method_parts(spec: str | None, default: str = "ce") -> list[str]:
-    """The methods of ``--method a+b``: every term named once; an empty term (``lavid+``, ``a++b``) or a
-    repeated one (``kd+kd``, which would count KD twice) is one line."""
-    spec = default if spec is None else spec
-    parts = [p.strip() for p in spec.split("+")]
-    if not any(parts):
-        raise MakdError("--method is empty; use ce, lavid, makd or a combination such as lavid+kd")
-    if not all(parts):
-        raise MakdError(f"--method {spec!r} has an empty term; join method names with + (e.g. lavid+kd)")
-    repeated = sorted({p for p in parts if parts.count(p) > 1})
-    if repeated:
-        raise MakdError(f"--method {spec!r} names {', '.join(repeated)} more than once; each method is one term (its weight is its "
-                        "own option, e.g. --aux-weight)")
-    return parts

@@ -21,6 +21,7 @@ from typer.core import TyperGroup
 
 from makd_cli.cli_checks import finite_floats
 from makd_cli.errors import MakdError
+from makd_cli.method_spec import method_parts
 from makd_cli.registry import Option, Registry, option_values
 
 # command -> (module, registry attribute, the flag that chooses the plug-in)
@@ -81,8 +82,6 @@ def plugin_options() -> dict:
 
 def _chosen(selector_value: str | None, selector: str) -> list[str]:
     if selector == "method":
-        from makd_cli.cli_checks import method_parts
-
         return method_parts(selector_value)
     return [selector_value or "llama.cpp"]
 

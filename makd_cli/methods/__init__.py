@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from makd_cli.cli_checks import method_parts
 from makd_cli.errors import MakdError
+from makd_cli.method_spec import method_parts
 from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, register_method
 from makd_cli.registry import Option, option_values
 
