@@ -15,7 +15,7 @@ import typer
 
 from makd_cli import __version__
 from makd_cli.cli_interop import export_app, import_app
-from makd_cli.cli_output import emit as _emit, err, out
+from makd_cli.cli_output import bold, emit as _emit, err, out, styled
 from makd_cli.cli_plugins import plugin_group
 from makd_cli.errors import MakdError
 from makd_cli.extract.config import ExtractConfig
@@ -62,7 +62,9 @@ def _version(value: bool):
 
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
-    pass
+    from makd_cli.fileio import reset_stdio
+
+    reset_stdio()  # `-` (standard input/output) is claimed afresh by each command, in main() and CliRunner alike
 
 
 # ---------------------------------------------------------------------------------------------
@@ -99,7 +101,7 @@ def gen_questions(
 
     def render():
         r = report
-        out.print(f"kept [bold]{r['kept']}[/] of {r['requested']} {r['kind']} questions ({r['attempts']} attempts) -> {output}")
+        out.print(styled("kept ", bold(r['kept']), f" of {r['requested']} {r['kind']} questions ({r['attempts']} attempts) -> {output}"))
         for reason, count in r["rejected"].items():
             out.print(f"  dropped {count:3d}: {reason}")
         for note in r["notes"]:
@@ -399,13 +401,9 @@ def data_classes(data: str = typer.Argument(..., help="Dataset: fashion-mnist, N
                  output: Optional[Path] = typer.Option(None, "-o", "--output", help="Write the list here instead of stdout.")):
     """Print the dataset's class names, one per line (the class list gen-questions and extract take)."""
     from makd_cli.data import load_dataset
-    from makd_cli.fileio import atomic_write_text
+    from makd_cli.formats.questions import write_classes
 
-    text = "\n".join(load_dataset(data).classes) + "\n"
-    if output:
-        atomic_write_text(output, text)
-    else:
-        sys.stdout.write(text)
+    write_classes(output or "-", load_dataset(data).classes)  # no -o: standard output, as -o -
 
 
 @data_app.command("info")
@@ -437,8 +435,8 @@ def doctor(
         colour = {"ok": "green", "warn": "yellow", "fail": "bold red", "info": "cyan"}
         for c in report.checks:
             fix = f"\n      fix: {c.fix}" if c.fix and c.status != "ok" else ""
-            out.print(f"[{colour[c.status]}]{c.status:>4}[/] {c.name}: {c.found}{fix}", highlight=False, soft_wrap=True)
-        out.print("all good" if report.ok else "[bold red]problems found[/]: see the fix lines above")
+            out.print(styled((f"{c.status:>4}", colour[c.status]), f" {c.name}: {c.found}{fix}"), highlight=False, soft_wrap=True)
+        out.print("all good" if report.ok else styled(("problems found", "bold red"), ": see the fix lines above"))
 
     _emit(report.to_json(), as_json, render)
     if not report.ok:
@@ -458,7 +456,7 @@ def plugins(kind: Optional[str] = typer.Argument(None, help="One kind: dataset, 
 
     def render():
         for k, entries in listing.items():
-            out.print(f"[bold]{k}[/]")
+            out.print(bold(k))
             for name, e in entries.items():
                 out.print(f"  {name:<16} {e['help']}", highlight=False)
                 for o in e["options"]:
@@ -485,12 +483,12 @@ def main(argv: Optional[List[str]] = None) -> None:
         print(exc.ctx.get_help() if exc.ctx else exc.format_message())
         sys.exit(2)
     except ClickException as exc:  # unknown option, bad number, missing file: the parser's usage errors
-        err.print(f"[bold red]makd: error:[/] {one_line(exc)}", highlight=False, soft_wrap=True)
+        err.print(styled(("makd: error:", "bold red"), f" {one_line(exc)}"), highlight=False, soft_wrap=True)
         sys.exit(2 if isinstance(exc, UsageError) else exc.exit_code)
     except Abort:
         code = 130
     except MakdError as exc:
-        err.print(f"[bold red]makd: error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(styled(("makd: error:", "bold red"), f" {exc}"), highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         code = 130

@@ -22,7 +22,9 @@ from typing import Callable, Optional
 import typer
 from typer.core import TyperGroup
 
+from makd_cli.cli_checks import finite_floats
 from makd_cli.errors import MakdError
+from makd_cli.method_spec import method_parts
 from makd_cli.registry import KINDS, Kind, Option, reserve_flags
 
 _values: dict = {}  # the plug-in options given in this invocation, by key (filled by the command's callback)
@@ -49,7 +51,7 @@ def _chosen_mllm_backend(params: dict) -> list[str]:
 # How the plug-ins of each kind are chosen from a command's parsed flags (default: the value of the
 # kind's selector flag, e.g. --view NAME).
 CHOOSERS: dict[str, Callable[[dict], list[str]]] = {
-    "method": lambda p: _names(p.get("method") or "ce"),
+    "method": lambda p: method_parts(p.get("method") or "ce"),
     "task": _chosen_task,
     "dataset": lambda p: [p["data"].partition(":")[0]] if p.get("data") else [],
     "multimodal-backend": _chosen_mllm_backend,
@@ -184,12 +186,12 @@ class PluginGroup(TyperGroup):
         name, command, rest = super().resolve_command(ctx, args)
         info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
         if not name or info is None or not kinds_of(name):
-            return name, command, bare_flag_values(name, rest)
+            return name, finite_floats(command), bare_flag_values(name, rest)
         info = copy.copy(info)
         info.callback = with_plugin_options(info.callback, name)
         app = self.typer_app
-        return name, typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                                      rich_markup_mode=app.rich_markup_mode), bare_flag_values(name, rest)
+        return name, finite_floats(typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                      rich_markup_mode=app.rich_markup_mode)), bare_flag_values(name, rest)
 
 
 # Options whose value may be left out: (command, flag) -> (what the bare flag stands for, its values).
@@ -223,7 +225,7 @@ def plugin_group(app: typer.Typer) -> typer.Typer:
 
 def build_command(app: typer.Typer, args: list[str]):
     """The click command of ``app`` (plug-in options come in when the subcommand is resolved)."""
-    return typer.main.get_command(app)
+    return finite_floats(typer.main.get_command(app))
 
 
 def one_line(exc) -> str:

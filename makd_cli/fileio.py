@@ -6,6 +6,11 @@ output survives. The temporary file gets the permissions a plain ``open(path, "w
 (the umask, or the old file's mode), a full disk or a read-only folder becomes one line naming the
 file, and hidden ``.NAME.*.tmp`` leftovers of a killed run are removed the next time. ``output_lock``
 keeps two jobs from producing the same output at once.
+
+``-`` is standard input or output for every text file (``read_text``, ``atomic_write_text``), so makd
+works in shell pipelines; a binary output given as ``-`` is refused in one line, and a file literally
+named ``-`` is never created. Standard input is read once and kept, so a command that reads and then
+hashes its ``-`` input sees the same bytes twice.
 """
 
 from __future__ import annotations
@@ -100,9 +105,61 @@ def clean_stale_temporaries(path: Path) -> int:
     return removed
 
 
-def check_output_path(path: str | os.PathLike, what: str = "output") -> Path:
-    """An output file path that can be written: not a folder, not under a file; its folder is created."""
+STDIO = "-"  # the path that means standard input (reading) or standard output (writing)
+_stdin: dict = {}  # the bytes of standard input once read, and which input read them
+_stdout: dict = {}  # what was written to standard output (its sha256), once a text output went there
+
+
+def is_stdio(path) -> bool:
+    """Whether ``path`` is ``-``: standard input or output, not a file."""
+    return path is not None and os.fspath(path) == STDIO
+
+
+def stdout_is_taken() -> bool:
+    """Whether a text output of this command goes to standard output (human summaries then go to stderr)."""
+    return bool(_stdout)
+
+
+def reset_stdio() -> None:
+    """Forget standard input/output use (the CLI calls this once per command)."""
+    _stdin.clear()
+    _stdout.clear()
+
+
+def _stdin_bytes(what: str | None) -> bytes:
+    if "data" not in _stdin:
+        import sys
+
+        stream = getattr(sys.stdin, "buffer", None)
+        try:
+            data = stream.read() if stream is not None else (sys.stdin.read() if sys.stdin else "").encode("utf-8")
+        except (OSError, ValueError) as exc:
+            raise MakdError(f"cannot read {what or 'input'} from standard input (-): {exc}") from None
+        _stdin.update(data=data, what=what)
+    elif what is not None and _stdin.get("what") not in (None, what):
+        raise MakdError(f"standard input (-) is already the {_stdin['what']}; only one input can be `-`, give {what} as a file")
+    if what is not None and _stdin.get("what") is None:
+        _stdin["what"] = what
+    return _stdin["data"]
+
+
+def _refuse_binary_stdio(what: str, writing: bool) -> MakdError:
+    stream, verb = ("standard output", "written to") if writing else ("standard input", "read from")
+    return MakdError(f"{what} is binary and cannot be {verb} {stream} (-); give a file path")
+
+
+def check_output_path(path: str | os.PathLike, what: str = "output", text: bool = False) -> Path:
+    """An output file path that can be written: not a folder, not under a file; its folder is created.
+
+    ``-`` is standard output for a ``text`` output and refused (one line) for any other."""
+    if is_stdio(path):
+        if not text:
+            raise _refuse_binary_stdio(what, writing=True)
+        _stdout.setdefault("what", what)
+        return Path(STDIO)
     path = Path(path)
+    if path.parts[:1] == (STDIO,):  # `-o -` given for a run folder: `-/last.pt` would make a folder named `-`
+        raise _refuse_binary_stdio(what, writing=True)
     if path.is_dir():
         raise MakdError(f"{what} {path} is a directory; give a file path")
     parent = path.parent
@@ -138,8 +195,9 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
 
     Write through a Python file object where you can (``open(tmp, "wb")``): a full disk then raises
-    ``OSError(ENOSPC)``, which leaves here as one line and the earlier output intact."""
-    path = check_output_path(path)
+    ``OSError(ENOSPC)``, which leaves here as one line and the earlier output intact. A temporary file
+    cannot be renamed onto standard output: ``-`` is refused here (text goes through ``atomic_write_text``)."""
+    path = check_output_path(path, what=f"the {suffix.lstrip('.') or 'binary'} output")
     clean_stale_temporaries(path)
     mode = _new_file_mode(path)
     try:
@@ -167,6 +225,20 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text output atomically; ``-`` writes it to standard output."""
+    if is_stdio(path):
+        import sys
+
+        check_output_path(path, "output", text=True)
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader of the pipe stopped early (| head): not makd's failure
+            pass
+        except OSError as exc:
+            raise MakdError(f"cannot write to standard output: {exc.strerror or exc}") from None
+        _stdout["sha256"] = sha256_text(text)
+        return
     with atomic_path(path) as tmp:
         with open(tmp, "w", encoding="utf-8") as fh:
             fh.write(text)
@@ -186,7 +258,7 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
     an ``flock``, so a killed holder releases it; the lock file is removed on release."""
     import fcntl
 
-    path = check_output_path(path, what)
+    path = check_output_path(path, what)  # `-` refused: the outputs produced under a lock are binary files
     lock_file = path.parent / f".{path.name}.lock"
     while True:
         try:
@@ -221,6 +293,9 @@ def output_lock(path: str | os.PathLike, what: str = "output") -> Iterator[None]
 
 
 def sha256_file(path: str | os.PathLike) -> str:
+    """The sha256 of a file; ``-`` is standard input (the same bytes its reader got)."""
+    if is_stdio(path):
+        return hashlib.sha256(_stdin_bytes(None)).hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -232,7 +307,18 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def sha256_output(path: str | os.PathLike) -> str:
+    """The sha256 of an output just written: the file, or what went to standard output for ``-``."""
+    if is_stdio(path):
+        return _stdout.get("sha256", "")
+    return sha256_file(path)
+
+
 def require_file(path: str | os.PathLike, what: str) -> Path:
+    """An input file that exists and is not a folder. ``-`` is refused: files read through here are binary
+    (text files go through ``read_text``, where ``-`` is standard input)."""
+    if is_stdio(path):
+        raise _refuse_binary_stdio(what, writing=False)
     p = Path(path)
     if not p.exists():
         raise MakdError(f"{what} {p} does not exist; check the path")
@@ -242,7 +328,10 @@ def require_file(path: str | os.PathLike, what: str) -> Path:
 
 
 def read_bytes(path: str | os.PathLike, what: str) -> bytes:
-    """The bytes of an input file; a missing, folder or unreadable path is one line naming it."""
+    """The bytes of an input file; a missing, folder or unreadable path is one line naming it.
+    ``-`` is standard input."""
+    if is_stdio(path):
+        return _stdin_bytes(what)
     p = require_file(path, what)
     try:
         return p.read_bytes()

@@ -155,13 +155,14 @@ class SelectConfig:
 
 def run_select(cfg: SelectConfig) -> dict:
     """``makd select``: measure, pick ``q`` questions, write the subset questions and targets files."""
-    from makd_cli.fileio import sha256_file
+    from makd_cli.fileio import check_output_path, sha256_file, sha256_output
     from makd_cli.formats.questions import read_questions
     from makd_cli.formats.targets import read_targets, write_targets
     from makd_cli.quality import quality_report
 
     targets_path, questions_path, q, strategy = cfg.targets, cfg.questions, cfg.q, cfg.strategy
     out_questions, out_targets = cfg.out_questions, cfg.out_targets
+    check_output_path(out_targets, "targets file")  # HDF5: `-` refused before any output is written
     targets = read_targets(targets_path)
     questions = read_questions(questions_path)
     if targets.questions_sha256 and targets.questions_sha256 != sha256_file(questions_path):
@@ -169,7 +170,7 @@ def run_select(cfg: SelectConfig) -> dict:
     picked = select_questions(targets, q, strategy)
     ids = [targets.question_ids[i] for i in picked]
     write_question_subset(questions, ids, out_questions)
-    subset = subset_targets(targets, picked, sha256_file(out_questions))
+    subset = subset_targets(targets, picked, sha256_output(out_questions))  # `-`: the text that went to standard output
     write_targets(out_targets, subset)
 
     def figures(t):

@@ -8,6 +8,7 @@ milliseconds instead of a Python start-up; anything that escapes ``main`` is a t
 
 from __future__ import annotations
 
+import io
 import json
 import pickle
 import sys
@@ -165,6 +166,8 @@ CHECKPOINTS = {
     "head-extra": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["head"].__setitem__("extra_dim", 4)),
     "model-missing-key": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"].pop("fc.weight")),
     "config-list": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c.__setitem__("config", [1])),
+    "weights-nan": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"]["fc.weight"].fill_(float("nan"))),
+    "weights-inf": lambda w, tmp: tampered_checkpoint(tmp / "best.pt", w.ckpt, lambda c: c["model"]["fc.weight"].fill_(float("inf"))),
 }
 PRETRAINED = {
     "tensor": lambda w, tmp: torch.save(torch.zeros(3), tmp / "w.pth") or tmp / "w.pth",
@@ -284,7 +287,6 @@ CASES += [
     Case("eval/unknown-option", lambda w, t: ["eval", w.ckpt, "--frobnicate"]),
 ]
 
-
 def _fake_gguf(tmp: Path) -> Path:
     p = tmp / "model.gguf"
     p.write_bytes(b"PK\x03\x04 not a gguf")
@@ -311,11 +313,18 @@ def _data_with(tmp: Path, w, *, empty_class=False, test_only_class=False, bad_im
     return root
 
 
+from fuzz_hostile_cases import hostile_cases  # noqa: E402 - it builds on the helpers above
+
+CASES += hostile_cases()
+
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input_is_one_line_and_exit_2(case: Case, world, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a malicious pickle that ran would write PWNED here
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"red square\n")))  # what `-` reads
     argv = case.argv(world, tmp_path)
     earlier = tmp_path / case.output if case.output else None
+    inputs = _snapshot(tmp_path, world.root)
     code, _, err = run_main(argv)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert "Traceback" not in err, err
@@ -327,6 +336,15 @@ def test_bad_input_is_one_line_and_exit_2(case: Case, world, tmp_path, monkeypat
         assert earlier.read_bytes() == EARLIER, f"{earlier} was changed by a failed run"
     leftovers = [p.name for p in tmp_path.rglob(".*.tmp")]
     assert not leftovers, leftovers
+    changed = [str(p) for p, data in inputs.items() if not p.is_file() or p.read_bytes() != data]
+    assert not changed, f"inputs changed by a failed run: {changed}"
+    assert not list(tmp_path.rglob("-")), "a file named - was created"
+
+
+def _snapshot(*roots: Path) -> dict[Path, bytes]:
+    """Every file under ``roots`` (inputs and earlier outputs) with its bytes; hidden caches aside."""
+    return {p: p.read_bytes() for root in roots for p in root.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.stat().st_size < (64 << 20)}
 
 
 def test_the_table_covers_every_subcommand():

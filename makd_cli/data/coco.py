@@ -27,7 +27,6 @@ Two views of one dataset:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import dataclass, field
@@ -105,11 +104,13 @@ def _pick(found: dict, prefixes: tuple[str, ...], what: str, root: Path) -> str:
 
 
 def _read_json(path: Path) -> dict:
-    try:
-        with open(path, "rb") as fh:
-            doc = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise MakdError(f"{path} is not a readable COCO annotation file ({type(exc).__name__}); {LAYOUT_HINT}") from None
+    from makd_cli.fileio import read_text
+    from makd_cli.jsonio import loads
+
+    try:  # the shared readers: UTF-8, bounded depth, NaN/Infinity/1e400 refused
+        doc = loads(read_text(path, "COCO annotation file"), str(path))
+    except MakdError as exc:
+        raise MakdError(f"{exc}; {LAYOUT_HINT}") from None
     if not isinstance(doc, dict) or not all(isinstance(doc.get(k), list) for k in ("images", "annotations", "categories")):
         raise MakdError(f"{path} is not in COCO's format: it needs the lists \"images\", \"annotations\" and \"categories\"")
     return doc
@@ -137,6 +138,8 @@ def _read_split(name: str, ann: Path, folder: Path, root: Path, label_of: dict[i
             if a.get("iscrowd", 0):
                 continue
             x, y, w, h = (float(v) for v in a["bbox"])
+            if not all(math.isfinite(v) for v in (x, y, w, h)):
+                raise MakdError(f"{ann}: annotation {str(a.get('id'))[:20]} has the box {a['bbox']!r}; box numbers must be finite")
             cat = int(a["category_id"])
             if cat not in label_of:
                 raise MakdError(f"{ann}: annotation {a.get('id')} has category {cat}, which the categories of the "
@@ -153,6 +156,7 @@ def _read_split(name: str, ann: Path, folder: Path, root: Path, label_of: dict[i
         raise MakdError(f"{ann}: an image or annotation lacks a field COCO's format has ({exc}); {LAYOUT_HINT}") from None
     if not images:
         raise MakdError(f"{ann} lists no images")
+    _check_images(images, size, ann)
     paths = [folder / f for _, f in images]
     missing = [p for p in paths if not p.is_file()]
     if missing:
@@ -163,6 +167,21 @@ def _read_split(name: str, ann: Path, folder: Path, root: Path, label_of: dict[i
         boxes=[np.asarray(boxes[i], dtype=np.float32).reshape(-1, 4) for i, _ in images],
         labels=[np.asarray(labels[i], dtype=np.int64) for i, _ in images],
     )
+
+
+def _check_images(images: list[tuple[int, str]], size: dict, ann: Path) -> None:
+    """Each image id once, each file inside the image folder, each size finite: one line otherwise."""
+    seen: dict[int, str] = {}
+    for i, name in images:
+        if i in seen:
+            raise MakdError(f"{ann}: image id {i} is given twice ({seen[i]!r} and {name!r}); ids must be unique")
+        seen[i] = name
+        parts = Path(name).parts
+        if not name or Path(name).is_absolute() or ".." in parts:
+            raise MakdError(f"{ann}: image {i} has file_name {name!r}, which leaves the image folder; give a path inside it")
+    bad = next((i for i, (w, h) in size.items() if math.isnan(w) or math.isnan(h) or w <= 0 or h <= 0), None)
+    if bad is not None:
+        raise MakdError(f"{ann}: image {bad} has width x height {size[bad][0]} x {size[bad][1]}; give positive numbers")
 
 
 @lru_cache(maxsize=4)

@@ -8,11 +8,14 @@ paper's number: the reproduction tables of ``examples/paper.mk``.
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 
 from makd_cli.errors import MakdError
 
 TEST_MARK = "†"
+_PAPER_NUMBER = re.compile(r"^[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?%?(\s|$|±|\()")
 TEST_NOTE = (f"{TEST_MARK} checkpoint chosen on the test split (the papers' protocol, `--select-by test-loss|test-acc`): "
              "its test accuracy is optimistic, not a held-out estimate")
 
@@ -34,8 +37,23 @@ def parse_paper(items: list[str]) -> dict[str, str]:
         run, sep, number = item.partition("=")
         if not sep or not run.strip() or not number.strip():
             raise MakdError(f"--paper {item!r}: give RUN=NUMBER, e.g. lavid=70.15 or makd.gaussian=79.36")
+        # a number first, a note may follow it ("63.07 (LaViD) / 53.83 (MaKD)", as examples/paper.mk gives);
+        # or n/a where the paper reports none
+        if not _PAPER_NUMBER.match(number.strip()) and number.strip().lower() not in ("n/a", "-"):
+            raise MakdError(f"--paper {item!r}: {number.strip()!r} does not start with a number; give RUN=NUMBER "
+                            "(e.g. lavid=70.15), or RUN=n/a where the paper has none")
+        if run.strip() in paper:
+            raise MakdError(f"--paper names {run.strip()!r} twice; give one number per run")
         paper[run.strip()] = number.strip()
     return paper
+
+
+def check_paper_runs(table: pd.DataFrame, paper: dict[str, str]) -> None:
+    """Every ``--paper RUN`` must name a run of the table: a misspelt name is not dropped silently."""
+    names = sorted({run_name(row) for _, row in table.iterrows()})
+    unknown = [r for r in paper if r not in names]
+    if unknown:
+        raise MakdError(f"--paper {unknown[0]}: no such run among the checkpoints; the runs are {', '.join(names)}")
 
 
 def run_name(row) -> str:
@@ -59,6 +77,7 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
     The protocols' runs may train on different images (the papers' train on every training image,
     ``--val-fraction 0``), so ``val_fraction`` is part of the protocol column, not of the row."""
     paper = paper or {}
+    check_paper_runs(table, paper)
     differ = [c for c in table.attrs.get("differ", []) if c != "val_fraction"]
     keys = ["method", "control"] + [c for c in ("student", "data", "train_per_class", "epochs") if table[c].nunique() > 1] + differ
     protocols = _protocol_order(table["selected_by"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from rich.table import Table
 
+from makd_cli.cli_output import bold
 from makd_cli.data.transforms import unreadable_note
 from makd_cli.evaluate.evaluators import EVALUATORS
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, side_by_side_markdown
@@ -55,7 +56,7 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
         _print_probe(results, fmt, console)
     if per_class:
         for r in results:
-            console.print(f"[bold]{r['checkpoint']}[/]")
+            console.print(bold(r['checkpoint']))
             for c, a in r["per_class"].items():
                 console.print(f"  {c:30s} {'-' if a is None else f'{a:6.2f}'}")
 

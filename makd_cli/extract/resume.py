@@ -42,10 +42,13 @@ class ResumeStore:
         return MakdError(f"{path} is damaged ({why}); pass --restart to discard the unfinished run in {self.dir}")
 
     def _read_fingerprint(self, fp_file: Path) -> dict:
-        try:
-            old = json.loads(fp_file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, ValueError) as exc:
-            raise self._damaged(fp_file, type(exc).__name__) from None
+        from makd_cli.fileio import read_text
+        from makd_cli.jsonio import loads
+
+        try:  # the shared readers: UTF-8, bounded depth, no NaN
+            old = loads(read_text(fp_file, "fingerprint"), str(fp_file))
+        except MakdError as exc:
+            raise self._damaged(fp_file, str(exc).replace(str(fp_file), "").strip(" :;")[:80]) from None
         if not isinstance(old, dict):
             raise self._damaged(fp_file, "not a JSON object")
         return old

@@ -83,4 +83,7 @@ def _damage(ckpt: dict) -> str | None:
     model = ckpt["model"]
     if not isinstance(model, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()):
         return "model is not a state dict of tensors"
+    bad = next((k for k, v in model.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())), None)
+    if bad is not None:
+        return f"its weight {bad} holds NaN or infinite values"
     return None

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from makd_cli.errors import MakdError
 from makd_cli.fileio import atomic_write_text, read_text
+from makd_cli.jsonio import dumps, iter_jsonl, split_lines
 
 FORMAT_VERSION = 1
 PLACEHOLDER = "<object>"
@@ -47,13 +48,33 @@ class Question:
         return rec
 
 
+REFERENCE_FORMATS = ("lavid",)  # imported reference questions keep the reference's own substitution (interop/lavid.py)
+
+
+def placeholder_problem(text: str, options: list[str] = (), required: bool = True, source: dict | None = None) -> str | None:
+    """The one placeholder rule, for gen-questions' validator and the questions reader alike: the
+    class appears exactly once in the text (``required``: per-class questions) and never in an option.
+    Questions imported from LaViD's files (``source.format`` lavid) are asked as the reference asks them,
+    which replaces every "class" (twice in a few of its questions): only the placeholder's presence is checked."""
+    count = text.count(PLACEHOLDER)
+    if required and count == 0:
+        return f"no {PLACEHOLDER} placeholder"
+    if (source or {}).get("format") in REFERENCE_FORMATS:
+        return None
+    if count > 1:
+        return "placeholder repeated"
+    if any(PLACEHOLDER in o for o in options):
+        return "placeholder in option"
+    return None
+
+
 def question_id(kind: str, text: str, options: list[str], class_name: str | None = None) -> str:
     payload = json.dumps([kind, " ".join(text.split()), list(options), class_name])
     return "q" + hashlib.sha1(payload.encode("utf-8")).hexdigest()[:10]
 
 
 def write_questions(path: str | Path, questions: list[Question]) -> None:
-    lines = [json.dumps(q.to_record(), ensure_ascii=False) for q in questions]
+    lines = [dumps(q.to_record()) for q in questions]
     atomic_write_text(path, "\n".join(lines) + ("\n" if lines else ""))
 
 
@@ -61,14 +82,8 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
     """Read and check a questions file; ``kind`` restricts it to one kind."""
     path = Path(path)
     questions: list[Question] = []
-    for lineno, line in enumerate(read_text(path, "questions file").splitlines(), 1):
-        if not line.strip():
-            continue
+    for lineno, rec in iter_jsonl(read_text(path, "questions file"), str(path), "question record"):
         where = f"{path}:{lineno}"
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise MakdError(f"{where} is not valid JSON ({exc.msg}); each line must be one question record") from None
         if not isinstance(rec, dict):
             raise MakdError(f"{where} is not a JSON object; each line must be one question record")
         version = rec.get("format_version")
@@ -102,11 +117,10 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
             raise MakdError(f"{where}: a multiple-choice question needs at least 2 options")
         # Yes/no aspect questions may be about the image as a whole ("Is there water nearby?"); the
         # per-class extractor checks for the placeholder itself.
-        if q.kind == "mcq" and PLACEHOLDER not in q.text:
-            raise MakdError(
-                f"{where}: question {q.id} has no {PLACEHOLDER} placeholder; per-class questions must "
-                f"name the class as {PLACEHOLDER}"
-            )
+        problem = placeholder_problem(q.text, q.options, required=q.kind == "mcq", source=q.source)
+        if problem is not None:
+            raise MakdError(f"{where}: question {q.id}: {problem}; per-class questions name the class once, as {PLACEHOLDER}, "
+                            "in the question text (gen-questions refuses such items too)")
         questions.append(q)
     if not questions:
         raise MakdError(f"questions file {path} has no questions")
@@ -132,7 +146,7 @@ def read_questions(path: str | Path, kind: str | None = None) -> list[Question]:
 def read_classes(path: str | Path) -> list[str]:
     """A class list: one class name per line (blank lines and # comments ignored)."""
     path = Path(path)
-    names = [ln.strip() for ln in read_text(path, "class list").splitlines()]
+    names = [ln.strip() for ln in split_lines(read_text(path, "class list"))]
     names = [n for n in names if n and not n.startswith("#")]
     if not names:
         raise MakdError(f"class list {path} is empty; write one class name per line")
@@ -140,3 +154,14 @@ def read_classes(path: str | Path) -> list[str]:
     if dup:
         raise MakdError(f"class list {path} repeats {', '.join(dup)}; class names must be unique")
     return names
+
+
+def write_classes(path: str | Path, names: list[str]) -> None:
+    """Write a class list (``-``: standard output) that ``read_classes`` reads back as ``names``: a name
+    holding a line break, starting with ``#`` or with spaces around it would come back otherwise, so it is
+    refused in one line."""
+    for name in names:
+        if "\n" in name or "\r" in name or name != name.strip() or not name or name.startswith("#"):
+            raise MakdError(f"class name {name!r} cannot be written to a class list (one name per line, no line breaks, "
+                            "no spaces around it, not starting with #); rename that class folder")
+    atomic_write_text(path, "\n".join(names) + "\n")

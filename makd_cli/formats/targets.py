@@ -17,7 +17,6 @@ questions_sha256, option_labels and a JSON ``meta``.
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,6 +25,8 @@ import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.fileio import atomic_write_bytes, require_file
+from makd_cli.formats.h5read import FLOAT, INTEGER, STRING, Damaged, read_array
+from makd_cli.jsonio import dumps, loads
 
 FORMAT = "makd-targets"
 FORMAT_VERSION = 2
@@ -95,6 +96,8 @@ class Targets:
             raise MakdError(f"{where}: probs has shape {shape} but a {self.kind} file with {C} classes and {Q} questions needs {want}")
         if self.logits is not None and self.logits.shape != shape:
             raise MakdError(f"{where}: logits shape {self.logits.shape} differs from probs shape {shape}")
+        if self.logits is not None and not np.all(np.isfinite(self.logits)):
+            raise MakdError(f"{where}: logits holds NaN or infinite values")
         if not np.all(np.isfinite(self.probs)):
             raise MakdError(f"{where}: probs holds NaN or infinite values")
         if self.kind in ("class_mcq", "image_clip"):
@@ -153,8 +156,8 @@ def write_targets(path: str | Path, t: Targets) -> None:
         f.attrs["kind"] = t.kind
         f.attrs["teacher"] = t.teacher
         f.attrs["questions_sha256"] = t.questions_sha256
-        f.attrs["option_labels"] = json.dumps(list(t.option_labels))
-        f.attrs["meta"] = json.dumps(t.meta, sort_keys=True)
+        f.attrs["option_labels"] = dumps(list(t.option_labels))
+        f.attrs["meta"] = dumps(t.meta, sort_keys=True)
         f.create_dataset("classes", data=np.array(t.classes, dtype=object), dtype=_STR, track_times=False)
         f.create_dataset("question_ids", data=np.array(t.question_ids, dtype=object), dtype=_STR, track_times=False)
         f.create_dataset("probs", data=t.probs, track_times=False)
@@ -177,46 +180,37 @@ def read_targets(path: str | Path) -> Targets:
         f = h5py.File(path, "r")
     except OSError:
         raise MakdError(f"{path} is not an HDF5 file; targets come from `makd extract`") from None
-    with f:
-        if _attr(f, "format") != FORMAT:
-            raise MakdError(f"{path} is not a makd targets file (format attribute {_attr(f, 'format')!r})")
-        try:
-            version = int(_attr(f, "format_version", -1))
-        except (TypeError, ValueError):
-            version = -1
-        if version not in READABLE_VERSIONS:
-            raise MakdError(f"{path} has targets format version {version}; this makd reads versions "
-                            f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `makd extract`")
-        for name in ("classes", "question_ids", "probs"):
-            if name not in f or not isinstance(f[name], h5py.Dataset):
-                raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
-        kind = _attr(f, "kind")
-        if not isinstance(kind, str) or kind not in KINDS:
-            raise MakdError(f"{path} is damaged: its kind attribute is {kind!r}, not one of {', '.join(KINDS)}; re-run `makd extract`")
-        try:
-            fields = dict(
-                kind=kind,
-                classes=_strings(f, "classes"),
-                question_ids=_strings(f, "question_ids"),
-                probs=_numbers(f, "probs", np.float32),
-                logits=_numbers(f, "logits", np.float32) if "logits" in f else None,
-                teacher=str(_attr(f, "teacher", "")),
-                questions_sha256=str(_attr(f, "questions_sha256", "")),
-                option_labels=_json_attr(f, "option_labels", "[]", list),
-                images=_strings(f, "images") if "images" in f else None,
-                labels=_numbers(f, "labels", np.int64) if "labels" in f else None,
-                meta=_json_attr(f, "meta", "{}", dict),
-                entropy=_numbers(f, "entropy", np.float32) if "entropy" in f else None,
-                text_embeddings=_numbers(f, "text_embeddings", np.float32) if "text_embeddings" in f else None,
-            )
-        except _Damaged as exc:
-            raise MakdError(f"{path} is damaged: {exc}; re-run `makd extract`") from None
-        except (OSError, KeyError, RuntimeError) as exc:  # h5py's errors for a corrupt dataset or chunk
-            raise MakdError(f"{path} is damaged ({type(exc).__name__}: {str(exc)[:80]}); re-run `makd extract`") from None
+    try:
+        with f:
+            fields = _read_file(f, path)
+    except (_Damaged, Damaged) as exc:
+        raise MakdError(f"{path} is damaged: {exc}; re-run `makd extract`") from None
+    except (OSError, KeyError, RuntimeError, ValueError, TypeError) as exc:  # h5py's errors for a corrupt header, dataset or chunk
+        raise MakdError(f"{path} is damaged ({type(exc).__name__}: {' '.join(str(exc).split())[:80]}); re-run `makd extract`") from None
     try:
         return Targets(**fields)
     except MakdError as exc:
         raise MakdError(f"{path}: {exc}") from None
+
+
+def _read_file(f, path: Path) -> dict:
+    """The checked fields of an open targets file; MakdError for what is not a makd targets file."""
+    if _attr(f, "format") != FORMAT:
+        raise MakdError(f"{path} is not a makd targets file (format attribute {_attr(f, 'format')!r})")
+    try:
+        version = int(_attr(f, "format_version", -1))
+    except (TypeError, ValueError, OverflowError):
+        version = -1
+    if version not in READABLE_VERSIONS:
+        raise MakdError(f"{path} has targets format version {version}; this makd reads versions "
+                        f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `makd extract`")
+    for name in ("classes", "question_ids", "probs"):
+        if f.get(name, getlink=True) is None:
+            raise MakdError(f"{path} lacks the {name!r} dataset; the file is damaged or not from makd")
+    kind = _attr(f, "kind")
+    if not isinstance(kind, str) or kind not in KINDS:
+        raise MakdError(f"{path} is damaged: its kind attribute is {kind!r}, not one of {', '.join(KINDS)}; re-run `makd extract`")
+    return _read_fields(f, kind)
 
 
 class _Damaged(Exception):
@@ -234,30 +228,51 @@ def _attr(f, name: str, default=None):
 
 def _json_attr(f, name: str, default: str, want: type):
     text = _attr(f, name, default)
+    if not isinstance(text, str):
+        raise _Damaged(f"its {name!r} attribute is not JSON text")
     try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        raise _Damaged(f"its {name!r} attribute is not JSON") from None
+        value = loads(text, f"its {name!r} attribute")
+    except MakdError as exc:
+        raise _Damaged(str(exc)) from None
     if not isinstance(value, want):
         raise _Damaged(f"its {name!r} attribute is not a JSON {want.__name__}")
     return value
 
 
+def _read_fields(f, kind: str) -> dict:
+    """Every dataset and attribute of a targets file, each resolved inside the file, sized before it is
+    read, of the right type and finite (``h5read``); shapes that must agree are checked before the big reads."""
+    classes = _strings(f, "classes")
+    question_ids = _strings(f, "question_ids")
+    rows = len(classes) if kind in PER_CLASS else None
+    width = {"class_yesno": len(question_ids), "image_yesno": len(question_ids), "image_clip": len(classes)}.get(kind)
+    ndim = (3,) if kind == "class_mcq" else (2,)
+    probs = read_array(f, "probs", FLOAT, ndim=ndim, shape=(rows, width if kind != "class_mcq" else len(question_ids)))
+    present = lambda name: f.get(name, getlink=True) is not None  # noqa: E731 - a link out is refused by read_array
+    n = probs.shape[0]
+    return dict(
+        kind=kind,
+        classes=classes,
+        question_ids=question_ids,
+        probs=probs,
+        logits=read_array(f, "logits", FLOAT, shape=probs.shape) if present("logits") else None,
+        teacher=str(_attr(f, "teacher", "")),
+        questions_sha256=str(_attr(f, "questions_sha256", "")),
+        option_labels=_json_attr(f, "option_labels", "[]", list),
+        images=_strings(f, "images") if present("images") else None,
+        labels=read_array(f, "labels", INTEGER, ndim=(1,), shape=(n,)) if present("labels") else None,
+        meta=_json_attr(f, "meta", "{}", dict),
+        entropy=read_array(f, "entropy", FLOAT, ndim=(1,), shape=(n,)) if present("entropy") else None,
+        text_embeddings=read_array(f, "text_embeddings", FLOAT, ndim=(2,)) if present("text_embeddings") else None,
+    )
+
+
 def _strings(f, name: str) -> list[str]:
-    data = f[name][()]
-    if not isinstance(data, np.ndarray) or data.ndim != 1 or data.dtype.kind not in "OSU":
-        raise _Damaged(f"{name!r} must be a list of strings")
+    data = read_array(f, name, STRING, ndim=(1,))
     try:
         return [s.decode("utf-8") if isinstance(s, bytes) else str(s) for s in data]
     except UnicodeDecodeError:
         raise _Damaged(f"{name!r} holds strings that are not UTF-8") from None
-
-
-def _numbers(f, name: str, dtype) -> np.ndarray:
-    data = f[name][()]
-    if not isinstance(data, np.ndarray) or data.dtype.kind not in "fiub":
-        raise _Damaged(f"{name!r} must hold numbers, found {getattr(data, 'dtype', type(data).__name__)}")
-    return data.astype(dtype)
 
 
 def check_questions_file(t: Targets, questions_path: str | Path, where: str = "targets") -> None:

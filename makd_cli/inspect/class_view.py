@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets, read_targets
 from makd_cli.inspect.heatmap import class_question_matrix, shorten
@@ -113,11 +114,11 @@ def class_view(req: ViewRequest) -> dict:
         fig.tight_layout()
         save_figure(fig, req.output)
     if req.terminal and not req.as_json:
-        req.console.print(f"[bold]{name}[/]: {meaning} per aspect (| marks the other classes' mean)", highlight=False)
+        req.console.print(styled(bold(name), f": {meaning} per aspect (| marks the other classes' mean)"), highlight=False)
         lo_t, hi_t = (0.0, 1.0) if meaning.startswith(("p(", "mean p")) else (float(np.min(value)), float(np.max(value)))
         room = max(20, req.console.width - 32)
         for title, idx in panels:
-            req.console.print(f"[bold]{title}[/]")
+            req.console.print(bold(title))
             for j in idx:
                 cells = list(bar(float(value[j]), 20, lo_t, hi_t))
                 pos = int(round((float(others[j]) - lo_t) / ((hi_t - lo_t) or 1) * 19)) if np.isfinite(others[j]) else None

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.formats.targets import Targets, read_targets
 from makd_cli.inspect.views import ViewRequest, register_view
@@ -120,8 +121,8 @@ def compare_view(req: ViewRequest) -> dict:
 
         for r in results:
             o = r["overall"]
-            req.console.print(f"[bold]{req.source}[/] ({a.teacher}) vs [bold]{r['source']}[/] ({r['teacher']}): "
-                              f"{r['classes']} classes, {r['questions']} questions", highlight=False, soft_wrap=True)
+            req.console.print(styled(bold(req.source), f" ({a.teacher}) vs ", bold(r['source']), f" ({r['teacher']}): "
+                                     f"{r['classes']} classes, {r['questions']} questions"), highlight=False, soft_wrap=True)
             if r["questions_detail"]:
                 table = Table("question", "argmax agreement", "mean JS (bits)", "distance corr.")
                 table.columns[0].no_wrap, table.columns[0].overflow, table.columns[0].max_width = True, "ellipsis", 60
@@ -129,7 +130,7 @@ def compare_view(req: ViewRequest) -> dict:
                 for q in rows:
                     table.add_row(texts.get(q["id"], q["id"])[:60], _fmt(q["argmax_agreement"]), _fmt(q["mean_js"]),
                                   _fmt(q["distance_correlation"]))
-                table.add_row("[bold]overall[/]", _fmt(o.get("argmax_agreement")), _fmt(o.get("mean_js")), _fmt(o["distance_correlation"]))
+                table.add_row(bold("overall"), _fmt(o.get("argmax_agreement")), _fmt(o.get("mean_js")), _fmt(o["distance_correlation"]))
                 req.console.print(table)
             else:
                 req.console.print(f"  class-distance correlation {_fmt(o['distance_correlation'])}")

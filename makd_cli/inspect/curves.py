@@ -6,11 +6,11 @@ checkpoint, the seedN/ folders of a multi-seed run, or the history stored in the
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.inspect.terminal import sparkline
 from makd_cli.inspect.views import ViewRequest, register_view, save_figure
@@ -26,19 +26,32 @@ def is_aspect_term(name: str) -> bool:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    records = []
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError:
-            raise MakdError(f"{path}:{lineno} is not valid JSON; metrics.jsonl holds one record per epoch from `makd train`") from None
-        if not isinstance(rec, dict) or "epoch" not in rec:
-            raise MakdError(f"{path}:{lineno} has no epoch; metrics.jsonl holds one record per epoch from `makd train`")
-        records.append(rec)
+    """The epoch records of a metrics.jsonl, through the shared UTF-8 and JSON Lines readers."""
+    from makd_cli.fileio import read_text
+    from makd_cli.jsonio import iter_jsonl
+
+    # NaN and infinity read as floats: a diverged run's history is still worth a picture
+    records = [rec for _, rec in iter_jsonl(read_text(path, "metrics file"), str(path), "epoch record of `makd train`",
+                                            allow_nonfinite=True)]
     if not records:
         raise MakdError(f"{path} is empty: the run has not finished an epoch yet")
+    return check_history(records, str(path))
+
+
+def check_history(records, where: str) -> list[dict]:
+    """Epoch records whose epoch is an integer and whose plotted values are numbers; else one line."""
+    if not isinstance(records, list):
+        raise MakdError(f"{where}: the training history is not a list of epoch records")
+    for n, rec in enumerate(records, 1):
+        at = f"{where}: record {n}"
+        if not isinstance(rec, dict) or "epoch" not in rec:
+            raise MakdError(f"{at} has no epoch; metrics.jsonl holds one record per epoch from `makd train`")
+        if isinstance(rec["epoch"], bool) or not isinstance(rec["epoch"], int):
+            raise MakdError(f"{at}: epoch must be an integer, found {str(rec['epoch'])[:40]!r}")
+        for key, value in rec.items():
+            plotted = key in ("lr", "val_top1") or key.startswith("train_")
+            if plotted and value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise MakdError(f"{at}: {key} must be a number, found {str(value)[:40]!r}")
     return records
 
 
@@ -62,7 +75,7 @@ def find_runs(source: Path) -> list[tuple[str, list[dict]]]:
         history = load_checkpoint(source).get("history")
         if not history:
             raise MakdError(f"{source} has no training history and no metrics.jsonl beside it")
-        return [(source.parent.name, list(history))]
+        return [(source.parent.name, check_history(history, str(source)))]
     raise MakdError(f"--view curves reads a run folder, a checkpoint or a metrics.jsonl, not {source.name}")
 
 
@@ -144,8 +157,8 @@ def curves_view(req: ViewRequest) -> dict:
     if req.terminal and not req.as_json:
         for r in result_runs:
             s = r["series"]
-            req.console.print(f"[bold]{r['run']}[/]: {r['epochs']} epochs"
-                              + (f", best val top-1 {r['best_val_top1']:.2f}%" if r["best_val_top1"] is not None else ""), highlight=False)
+            req.console.print(styled(bold(r['run']), f": {r['epochs']} epochs"
+                                     + (f", best val top-1 {r['best_val_top1']:.2f}%" if r["best_val_top1"] is not None else "")), highlight=False)
             for key in ["train_ce"] + [f"train_{t}" for t in terms] + ["val_top1"]:
                 vals = [v for v in s[key] if v is not None]
                 if vals:

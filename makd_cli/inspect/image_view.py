@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.numerics import softmax
 from makd_cli.run_folder import checkpoint_path as first_checkpoint
@@ -309,8 +310,8 @@ def image_view(req: ViewRequest) -> dict:
                      + (f"; {n} of {len(order)} aspects" if n < len(order) else ""), fontsize=9)
         save_figure(fig, req.output)
     if req.terminal and not req.as_json:
-        req.console.print(f"[bold]{spec.label}[/]: class {classes[spec.class_index] if spec.class_index >= 0 else 'unknown'}, "
-                          f"student predicts {classes[pred]} ({100 * p_class[pred]:.1f}%)", highlight=False)
+        req.console.print(styled(bold(spec.label), f": class {classes[spec.class_index] if spec.class_index >= 0 else 'unknown'}, "
+                                 f"student predicts {classes[pred]} ({100 * p_class[pred]:.1f}%)"), highlight=False)
         req.console.print(f"teacher: {source}; {meaning}, student (S) vs teacher (T); mean |difference| {mae:.3f}", highlight=False)
         hi = 1.0 if meaning.startswith("p(") else float(max(np.max(s_val), np.max(t_val)))
         lo = 0.0 if meaning.startswith("p(") else float(min(np.min(s_val), np.min(t_val)))

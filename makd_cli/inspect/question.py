@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.formats.questions import PLACEHOLDER, Question, read_questions
 from makd_cli.formats.targets import Targets, read_targets
@@ -101,7 +102,7 @@ def question_view(req: ViewRequest) -> dict:
         fig.colorbar(im, ax=ax, fraction=0.04, pad=0.01, label=kind)
         save_figure(fig, req.output)
     if req.terminal and not req.as_json:
-        req.console.print(f"[bold]{text}[/]  ({qid})", highlight=False)
+        req.console.print(styled(bold(text), f"  ({qid})"), highlight=False)
         for lab, opt in zip(option_labels, options):
             if opt != lab:
                 req.console.print(f"  {opt}", highlight=False)

@@ -31,7 +31,13 @@ class InspectConfig:
 
 def run_inspect(cfg: InspectConfig, *, console) -> dict:
     """The chosen view's numbers; terminal drawings go to ``console``."""
+    from makd_cli.fileio import check_output_path, is_stdio, require_file
+
     source, output, view, top, questions = Path(cfg.source), cfg.output, cfg.view, cfg.top, cfg.questions
+    if is_stdio(source):
+        require_file(source, "inspect's SOURCE (a targets.h5, checkpoint or run folder)")  # refuses `-`: binary
+    if output is not None and is_stdio(output):
+        check_output_path(output, "a picture")  # refuses `-`: a picture is binary
     if not source.exists():
         raise MakdError(f"{source} does not exist; give a targets.h5, a checkpoint or a run folder")
     if top is not None and top < 1:

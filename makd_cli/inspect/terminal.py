@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 from rich.text import Text
 
+from makd_cli.cli_output import bold, styled
+
 MAX_ROWS, MAX_COLS = 40, 80
 
 
@@ -25,7 +27,7 @@ def print_block_heatmap(console, mat: np.ndarray, rows: list[str], cols: list[st
     span = hi - lo or 1.0
     shown = mat[:MAX_ROWS, : MAX_COLS // cell_width]
     width = min(24, max((len(r) for r in rows[:MAX_ROWS]), default=4))
-    console.print(f"[bold]{title}[/]  (dark {lo:.2f} .. bright {hi:.2f}; {mat.shape[0]} x {mat.shape[1]})", highlight=False)
+    console.print(styled(bold(title), f"  (dark {lo:.2f} .. bright {hi:.2f}; {mat.shape[0]} x {mat.shape[1]})"), highlight=False)
     if cell_width > 1:
         console.print(" " * (width + 1) + "".join(f"{str(c)[:cell_width - 1]:^{cell_width}}" for c in cols[: shown.shape[1]]),
                       highlight=False)

@@ -15,13 +15,13 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 
 import numpy as np
 
 from makd_cli.errors import MakdError
+from makd_cli.jsonio import dumps, loads, split_lines
 from makd_cli.formats.questions import PLACEHOLDER, Question
 from makd_cli.formats.targets import Targets
 
@@ -46,7 +46,7 @@ def phrases_for(dataset: str | None) -> tuple[str, ...]:
 def parse_blocks(text: str, where: str) -> list[Block]:
     blocks: list[Block] = []
     current: list[tuple[int, str]] = []
-    for lineno, raw in enumerate(text.splitlines() + [""], 1):
+    for lineno, raw in enumerate(split_lines(text) + [""], 1):
         line = raw.strip()
         if line:
             current.append((lineno, line))
@@ -156,9 +156,9 @@ def match_classes(lavid_names: list[str], classes: list[str], class_map: dict[st
 def load_json_object(text: str, where: str, shape: str) -> dict:
     """A non-empty JSON object, or one line naming the file and the expected ``shape``."""
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MakdError(f"{where} is not valid JSON ({exc.msg} at line {exc.lineno}); expected {shape}") from None
+        data = loads(text, where)  # bounded depth; NaN, infinity and 1e400 refused
+    except MakdError as exc:
+        raise MakdError(f"{exc}; expected {shape}") from None
     if not isinstance(data, dict) or not data:
         raise MakdError(f"{where} must be a non-empty JSON object {shape}")
     return data
@@ -221,7 +221,7 @@ def targets_to_json(t: Targets, where: str) -> str:
         for i in empty:
             rows.insert(i, [])
         out[k] = rows
-    return json.dumps(out, ensure_ascii=False, indent=4)
+    return dumps(out, indent=4)
 
 
 # ---- the reference's extraction prompt (lavid/extract/llm_logits.py) ---------------------------
@@ -287,14 +287,14 @@ def image_targets_to_json(t: Targets, where: str) -> str:
         keys = [image_keys_for(i)[-1] for i in t.images]  # the file name, as the reference keys most datasets
         if len(set(keys)) != len(keys):
             keys = [image_keys_for(i)[1] for i in t.images]
-    return json.dumps({k: [float(x) for x in row] for k, row in zip(keys, t.probs)}, ensure_ascii=False, indent=4)
+    return dumps({k: [float(x) for x in row] for k, row in zip(keys, t.probs)}, indent=4)
 
 
 def questions_from_lines(text: str, where: str, source_name: str) -> tuple[list[Question], dict]:
     """MaKD's question files (``multi_aspect_question/<dataset>.txt``): one yes/no question per line, asked
     about the image as written (blank lines skipped)."""
     questions, seen = [], {}
-    for lineno, raw in enumerate(text.splitlines(), 1):
+    for lineno, raw in enumerate(split_lines(text), 1):
         line = raw.strip()
         if not line:
             continue

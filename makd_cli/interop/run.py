@@ -7,7 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import atomic_write_text, read_text, sha256_file
+from makd_cli.jsonio import loads
+from makd_cli.fileio import atomic_write_text, check_output_path, read_text, sha256_file
 from makd_cli.formats.questions import read_classes, read_questions, write_questions
 from makd_cli.formats.targets import read_targets, write_targets
 from makd_cli.interop import lavid
@@ -62,10 +63,7 @@ class ImportTargetsConfig:
 def _read_class_map(path: Path | None) -> dict[str, str]:
     if path is None:
         return {}
-    try:
-        data = json.loads(read_text(path, "class map"))
-    except json.JSONDecodeError as exc:
-        raise MakdError(f"class map {path} is not valid JSON ({exc.msg}); write {{\"makd class\": \"LaViD name\"}}") from None
+    data = loads(read_text(path, "class map"), f"class map {path}")
     if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
         raise MakdError(f"class map {path} must be a JSON object of strings {{\"makd class\": \"LaViD name\"}}")
     return data
@@ -73,6 +71,7 @@ def _read_class_map(path: Path | None) -> dict[str, str]:
 
 def import_targets(cfg: ImportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--from")
+    check_output_path(cfg.output, "targets file")  # HDF5: `-o -` refused before any work
     source = Path(cfg.source)
     if cfg.fmt == "lavid-images":
         return _import_image_targets(cfg, source)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from makd_cli.errors import MakdError
+from makd_cli.method_spec import method_parts
 from makd_cli.methods.base import METHODS, Batch, MethodContext, MethodTerm, register_method
 from makd_cli.registry import Option, option_values
 
@@ -19,9 +20,7 @@ def _with_options(ctx: MethodContext, name: str) -> MethodContext:
 
 
 def build_terms(spec: str, ctx: MethodContext) -> list[MethodTerm]:
-    parts = [p.strip() for p in spec.split("+") if p.strip()]
-    if not parts:
-        raise MakdError("--method is empty; use ce, lavid, makd or a combination such as lavid+kd")
+    parts = method_parts(spec)  # an empty or repeated term is refused
     terms = [METHODS.get(p)(_with_options(ctx, p)) for p in parts if p != "ce"]
     with_targets = [t for t in terms if t.target_kinds]
     if len(with_targets) > 1:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 
-from makd_cli.formats.questions import PLACEHOLDER
+from makd_cli.formats.questions import PLACEHOLDER, placeholder_problem
 
 MAX_OPTION_WORDS = 12
 
@@ -69,10 +69,9 @@ def check_question_text(text: str, classes: list[str], seen: set[str]) -> str | 
         return "question too short"
     if not text.rstrip().endswith("?"):
         return "not a question"
-    if PLACEHOLDER not in text:
-        return f"no {PLACEHOLDER} placeholder"
-    if text.count(PLACEHOLDER) > 1:
-        return "placeholder repeated"
+    problem = placeholder_problem(text)
+    if problem is not None:
+        return problem
     if any(_mentions(text.replace(PLACEHOLDER, " "), c) for c in classes):
         return "class name in question"
     if normalise(text) in seen:
@@ -94,9 +93,7 @@ def check_options(options, m: int, classes: list[str]) -> str | None:
         return "option too long"
     if any(_mentions(o, c) for o in opts for c in classes):
         return "class name in option"
-    if any(PLACEHOLDER in o for o in opts):
-        return "placeholder in option"
-    return None
+    return placeholder_problem("", opts, required=False)
 
 
 def _question_text(obj: dict | None, classes: list[str], seen: set[str]) -> tuple[str, str | None]:

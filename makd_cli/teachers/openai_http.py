@@ -34,6 +34,12 @@ remembered. The targets' metadata says which reading gave the probabilities (``l
 throughput batch them), with retries and jittered exponential backoff on 429/5xx and connection
 errors; results come back in prompt order, and the extractor saves finished units as before.
 
+**Answers are checked like files** (``_answer``, ``_choice``, ``_top_logprobs``): a body that is not UTF-8
+or not JSON, a JSON array where an object belongs, a field of the wrong type or a log-probability that is
+not a number in [-inf, 0] ends the job in one line naming the server and what it sent. **One deadline:**
+once a request has failed for good (its retries spent), every other request of the job stops at its next
+retry instead of waiting out its own backoff, so the error comes when the first request gave up.
+
 **Redirects:** a redirect to another origin (scheme, host, port) than ``--api-base``'s is refused,
 never followed: the API key and the prompts go to that host only, and a key-less loopback endpoint
 cannot forward them elsewhere.
@@ -47,7 +53,6 @@ import math
 import os
 import random
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -139,6 +144,8 @@ class OpenAIChatLM(LanguageModel):
         self._biased_texts: set[str] = set()
         self._tokenize_path: str | None = None
         self.label_reads: Counter = Counter()  # prompts per reading: logit-bias | top-logprobs, and floored
+        self._gave_up = threading.Event()  # a request failed for good: the others stop retrying (one deadline)
+        self._gave_up_error: MakdError | None = None
 
     @property
     def label_probs_method(self) -> str:
@@ -155,38 +162,57 @@ class OpenAIChatLM(LanguageModel):
         url = url or self.api_base + path
         retries = self.retries if retries is None else retries
         for attempt in range(retries + 1):
+            self._check_gave_up()
             req = urllib.request.Request(url, data=data, headers=headers, method="POST")
             try:
                 with self._opener.open(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
+                    raw = resp.read()
             except urllib.error.HTTPError as exc:
                 text = exc.read().decode("utf-8", "replace")
-                if exc.code in (429, 502, 503, 504) and attempt < retries:
-                    _backoff(attempt, exc.headers.get("Retry-After") if exc.headers else None)
-                    continue
+                if exc.code in (429, 502, 503, 504):
+                    if attempt < retries and self._backoff(attempt, exc.headers.get("Retry-After") if exc.headers else None):
+                        continue
+                    if retries:  # its retries spent: the job fails now, not when every other request has waited too
+                        self._give_up(MakdError(f"{url} failed: HTTP {exc.code}: {_error_message(text)} "
+                                                f"(after {retries + 1} attempts)"))
                 if exc.code in (401, 403):
                     raise MakdError(f"{url} refused the request (HTTP {exc.code}): check the API key") from None
                 raise HTTPError(exc.code, text) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt < retries:
-                    _backoff(attempt)
+            except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as exc:
+                if attempt < retries and self._backoff(attempt):
                     continue
                 reason = getattr(exc, "reason", exc)
-                raise MakdError(f"cannot reach {url}: {reason}; is the server running?") from None
-            except json.JSONDecodeError:
-                raise MakdError(f"{url} answered with something that is not JSON; is --api-base an OpenAI-compatible endpoint?") from None
+                error = MakdError(f"cannot reach {url}: {reason}; is the server running?")
+                if retries:
+                    self._give_up(error)
+                raise error from None
+            return _answer(raw, url)
         raise AssertionError("unreachable")
+
+    def _backoff(self, attempt: int, retry_after: str | None = None) -> bool:
+        """Wait before the next attempt; False (no wait) once another request of the job has failed for good."""
+        self._gave_up.wait(_backoff_seconds(attempt, retry_after))
+        return not self._gave_up.is_set()
+
+    def _give_up(self, error: MakdError) -> None:
+        with self._lock:
+            if self._gave_up_error is None:
+                self._gave_up_error = error
+        self._gave_up.set()
+        raise error
+
+    def _check_gave_up(self) -> None:
+        if self._gave_up.is_set() and self._gave_up_error is not None:
+            raise MakdError(str(self._gave_up_error))
 
     def _chat(self, body: dict) -> dict:
         try:
             out = self._post("/chat/completions", {"model": self.model, **body})
         except HTTPError as exc:
             raise MakdError(f"{self.api_base}/chat/completions failed: HTTP {exc.status}: {_error_message(exc.body)}") from None
-        usage = out.get("usage") or {}
         with self._lock:
-            self.evaluated_tokens += int(usage.get("prompt_tokens") or 0)
-        if not out.get("choices"):
-            raise MakdError(f"{self.api_base}/chat/completions returned no choices: {json.dumps(out)[:200]}")
+            self.evaluated_tokens += _prompt_tokens(out)
+        _choice(out, f"{self.api_base}/chat/completions")
         return out
 
     # ---- what the extractor asks of every backend --------------------------------------------
@@ -216,17 +242,7 @@ class OpenAIChatLM(LanguageModel):
         if logit_bias:
             body["logit_bias"] = logit_bias
         out = self._chat(body)
-        lp = out["choices"][0].get("logprobs") or {}
-        content = lp.get("content") or []
-        if not content or not content[0].get("top_logprobs"):
-            raise MakdError(f"{self.api_base} returned no top_logprobs; extraction needs an endpoint that gives "
-                            "log-probabilities (llama.cpp's server, vLLM, OpenAI chat models) or --backend llama.cpp / hf")
-        top: dict[str, float] = {}
-        for item in content[0]["top_logprobs"]:
-            tok, val = item.get("token"), item.get("logprob")
-            if isinstance(tok, str) and isinstance(val, (int, float)) and math.isfinite(val):
-                top[tok] = max(top.get(tok, -math.inf), float(val))
-        return top
+        return _top_logprobs(_choice(out, f"{self.api_base}/chat/completions"), self.api_base)
 
     @staticmethod
     def label_scores(top: dict[str, float], groups: list[list[str]]) -> np.ndarray:
@@ -330,19 +346,99 @@ class OpenAIChatLM(LanguageModel):
                     continue
                 raise MakdError(f"{self.api_base}/chat/completions failed: HTTP {exc.status}: {_error_message(exc.body)}") from None
             break
-        self.evaluated_tokens += int((out.get("usage") or {}).get("prompt_tokens") or 0)
-        choices = out.get("choices") or [{}]
-        return (choices[0].get("message") or {}).get("content") or ""
+        self.evaluated_tokens += _prompt_tokens(out)
+        where = f"{self.api_base}/chat/completions"
+        message = _choice(out, where).get("message")
+        if message is None:
+            return ""
+        if not isinstance(message, dict) or not isinstance(message.get("content"), (str, type(None))):
+            raise MakdError(f"{where} answered a message that is not {{\"content\": text}}: {_shown(message)}")
+        return message.get("content") or ""
 
 
-def _backoff(attempt: int, retry_after: str | None = None) -> None:
+def _backoff_seconds(attempt: int, retry_after: str | None = None) -> float:
     """Exponential backoff with jitter (concurrent requests that failed together do not retry
     together); a server's Retry-After in seconds is honoured up to 30 s."""
     try:
         wait = float(retry_after) if retry_after else None
     except ValueError:
         wait = None
-    time.sleep(min(30.0, wait if wait is not None else 2.0 ** attempt * (0.5 + random.random())))
+    if wait is not None and not math.isfinite(wait):
+        wait = None
+    return max(0.0, min(30.0, wait if wait is not None else 2.0 ** attempt * (0.5 + random.random())))
+
+
+def _shown(value) -> str:
+    """A short, one-line picture of what a server sent, for an error line."""
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return " ".join(text.split())[:120]
+
+
+def _answer(raw: bytes, url: str) -> dict:
+    """A server's body as a JSON object: not UTF-8, not JSON or not an object is one line naming the server."""
+    from makd_cli.jsonio import loads
+
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MakdError(f"{url} answered with a body that is not UTF-8 (byte 0x{raw[exc.start]:02x} at offset {exc.start}); "
+                        "is --api-base an OpenAI-compatible endpoint?") from None
+    try:
+        obj = loads(text, f"{url} answered", allow_nonfinite=True)  # -Infinity is a log-probability some servers send
+    except MakdError as exc:
+        raise MakdError(f"{exc}; is --api-base an OpenAI-compatible endpoint?") from None
+    if not isinstance(obj, dict):
+        raise MakdError(f"{url} answered with a JSON {type(obj).__name__.replace('list', 'array')}, not an object: {_shown(obj)}; "
+                        "is --api-base an OpenAI-compatible endpoint?")
+    return obj
+
+
+def _prompt_tokens(out: dict) -> int:
+    usage = out.get("usage")
+    tokens = usage.get("prompt_tokens") if isinstance(usage, dict) else None
+    return tokens if isinstance(tokens, int) and not isinstance(tokens, bool) and 0 <= tokens < 1 << 40 else 0
+
+
+def _choice(out: dict, where: str) -> dict:
+    """The first choice of a chat completion, checked."""
+    choices = out.get("choices")
+    if not choices:
+        raise MakdError(f"{where} returned no choices: {_shown(out)}")
+    if not isinstance(choices, list) or not isinstance(choices[0], dict):
+        raise MakdError(f"{where} answered choices that are not a list of objects: {_shown(choices)}")
+    return choices[0]
+
+
+def _top_logprobs(choice: dict, server: str) -> dict[str, float]:
+    """{token text: log-probability} of the first answer token, every entry checked: a token is text and a
+    log-probability a number in [-inf, 0] (a little above 0 is rounding); -inf entries are dropped."""
+    where = f"{server}/chat/completions"
+    lp = choice.get("logprobs")
+    content = lp.get("content") if isinstance(lp, dict) else None
+    if lp is not None and not isinstance(lp, dict) or content is not None and not isinstance(content, list):
+        raise MakdError(f"{where} answered logprobs that are not {{\"content\": [...]}}: {_shown(lp)}")
+    first = content[0] if content else None
+    if first is not None and not isinstance(first, dict):
+        raise MakdError(f"{where} answered a logprobs entry that is not an object: {_shown(first)}")
+    items = first.get("top_logprobs") if first else None
+    if not items:
+        raise MakdError(f"{server} returned no top_logprobs; extraction needs an endpoint that gives "
+                        "log-probabilities (llama.cpp's server, vLLM, OpenAI chat models) or --backend llama.cpp / hf")
+    if not isinstance(items, list):
+        raise MakdError(f"{where} answered top_logprobs that are not a list: {_shown(items)}")
+    top: dict[str, float] = {}
+    for item in items:
+        tok = item.get("token") if isinstance(item, dict) else None
+        val = item.get("logprob") if isinstance(item, dict) else None
+        if not isinstance(tok, str) or isinstance(val, bool) or not isinstance(val, (int, float)):
+            raise MakdError(f"{where} answered a top_logprobs entry that is not {{\"token\": text, \"logprob\": number}}: {_shown(item)}")
+        if math.isnan(val) or val > 1e-3:
+            raise MakdError(f"{where} answered the log-probability {val!r} for token {tok!r}; a log-probability lies in [-inf, 0]")
+        if val > -math.inf:
+            top[tok] = max(top.get(tok, -math.inf), min(float(val), 0.0))
+    if not top:
+        raise MakdError(f"{where} answered top_logprobs that are all -inf: {_shown(items)}")
+    return top
 
 
 def _error_message(body: str) -> str:
@@ -350,5 +446,5 @@ def _error_message(body: str) -> str:
         obj = json.loads(body)
         msg = (obj.get("error") or {}).get("message") if isinstance(obj.get("error"), dict) else obj.get("error") or obj.get("detail")
         return " ".join(str(msg or body).split())[:300]
-    except (json.JSONDecodeError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return " ".join(body.split())[:300]

@@ -9,6 +9,7 @@ under the plug-in's name (``{"method:kd": {...}}``). An option no chosen plug-in
 from __future__ import annotations
 
 from makd_cli.errors import MakdError
+from makd_cli.method_spec import method_parts
 from makd_cli.registry import KINDS, option_values
 
 
@@ -16,7 +17,7 @@ def chosen_plugins(cfg) -> list[tuple[str, str]]:
     """(kind, name) of every plug-in a training config chooses, in the order their options are listed."""
     from makd_cli.train.tasks import task_name
 
-    methods = [p.strip() for p in cfg.method.split("+") if p.strip()]
+    methods = method_parts(cfg.method)
     chosen = [("task", task_name(cfg.task, cfg.method))]
     chosen += [("method", m) for m in methods if m != "ce"]
     if cfg.control:

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from makd_cli.cli_output import plain_console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+console = plain_console(stderr=True)  # user text printed as is, never as markup
 
 
 class TrainProgress:
     def __init__(self, epochs: int, start_epoch: int, quiet: bool = False):
         self.epochs, self.quiet = epochs, quiet
         self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("{task.description}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"),
             TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=True, disable=quiet,
         )
         self.task = None
