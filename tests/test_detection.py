@@ -289,9 +289,11 @@ def test_cli_task_detection_takes_coco_1x_defaults_unless_given(coco_dir, tmp_pa
     assert (seen[1].epochs, seen[1].lr, seen[1].weight_decay) == (3, 0.01, 1e-4)
     assert det_train.milestones(seen[0]) == [8, 11] and det_train.milestones(seen[1]) == [2, 3]
     # the task's own flags: defaults when absent, the given values reach the config
-    assert (seen[0].extra["rois_per_image"], seen[0].extra["proposals"]) == (512, 2000)
+    opts = seen[0].options["task:detection"]  # the task's options, recorded under its name
+    assert (opts["rois_per_image"], opts["proposals"]) == (512, 2000)
     assert runner.invoke(app, base + ["--rois-per-image", "64", "--proposals", "128"]).exit_code == 0
-    assert (seen[2].extra["rois_per_image"], seen[2].extra["proposals"]) == (64, 128)
+    opts = seen[2].options["task:detection"]
+    assert (opts["rois_per_image"], opts["proposals"]) == (64, 128)
     # the Python API gets the same defaults: the task's schedule for the fields not given
     from makd_cli.train import TrainConfig
     api = TrainConfig.for_task("detection", data=f"coco:{coco_dir}", out=str(tmp_path / "p"), lr=0.01)
