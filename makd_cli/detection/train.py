@@ -229,11 +229,8 @@ class Detection(TrainingTask):
     defaults = SCHEDULE_1X
     progress = _Progress
 
-    def check(self, cfg: TrainConfig) -> None:
-        _check_options(cfg)
-
-    def build(self, cfg: TrainConfig, env: Env) -> Built:
-        return _build(cfg, env)
+    check = staticmethod(_check_options)
+    build = staticmethod(_build)
 
     def scheduler(self, cfg: TrainConfig, optimizer, built: Built):
         built.state["optimizer"].append(optimizer)  # the step sets the warm-up lr on it

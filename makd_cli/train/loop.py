@@ -47,7 +47,7 @@ class Classify(TrainingTask):
     """CE + the METHODS terms on one student with a head of C + extra outputs."""
 
     def build(self, cfg: TrainConfig, env: Env) -> Built:
-        return _build(cfg, env)
+        return _build(cfg, env)  # defined below: the data, the student and its head, one step's loss
 
     def check_resume(self, ckpt: dict, cfg: TrainConfig, built: Built, where: str) -> None:
         for term, saved in zip(built.state["terms"], ckpt["head"].get("terms", [])):  # the same --method: its terms in order

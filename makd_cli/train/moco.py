@@ -438,11 +438,8 @@ class MoCo(TrainingTask):
     methods = (METHOD,)
     progress = _Progress
 
-    def check(self, cfg: TrainConfig) -> None:
-        _check_options(cfg)
-
-    def build(self, cfg: TrainConfig, env: Env) -> Built:
-        return _build(cfg, env)
+    check = staticmethod(_check_options)
+    build = staticmethod(_build)
 
     def scheduler(self, cfg: TrainConfig, optimizer, built: Built):
         if cfg.milestones is None:  # MoCo v2's cosine schedule
