@@ -201,6 +201,10 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in OUTPUT (its best.pt, last.pt, metrics.jsonl, "
+                                   "seedN/ runs); without it a folder that holds a run is refused."),
+    restart: bool = typer.Option(False, "--restart", help="Start the run in OUTPUT over, discarding its saved progress (as --overwrite); "
+                                 "what a resume refused for changed inputs suggests."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -222,7 +226,7 @@ def train(
         control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
-        resume=resume, quiet=quiet or as_json, extra=plugin_options(),
+        resume=resume, quiet=quiet or as_json, extra=plugin_options(), overwrite=overwrite, restart=restart,
     )
     results = train_runs(cfg, runs)
 
@@ -398,7 +402,7 @@ def data_info(data: str = typer.Argument(...), as_json: bool = typer.Option(Fals
     from makd_cli.data import DATASETS, load_dataset
 
     ds = load_dataset(data)
-    info = {"name": ds.name, "classes": len(ds.classes), "train": len(ds.train), "test": len(ds.test), "native_size": ds.native_size,
+    info = {"name": ds.name, "reader": ds.reader, "classes": len(ds.classes), "train": len(ds.train), "test": len(ds.test), "native_size": ds.native_size,
             "known_datasets": DATASETS.describe()}
     _emit(info, as_json, lambda: out.print_json(json.dumps(info)))
 

@@ -51,6 +51,8 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     compile: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace a run already in -o (run_folder.check_run_folder)
+    restart: bool = False  # start the run in -o over, its saved progress discarded (same effect as overwrite)
     quiet: bool = False
     # --method lead-ssl (MoCo v2, train/moco.py): the paper's memory size, key momentum and InfoNCE temperature.
     moco_queue: int = 65536

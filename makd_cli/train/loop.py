@@ -92,7 +92,7 @@ def run_paths(cfg: TrainConfig) -> tuple[Path, Path, Path]:
     if out.exists() and not out.is_dir():
         raise MakdError(f"-o {out} is a file; a run needs a folder (best.pt, last.pt, metrics.jsonl)")
     check_output_path(last_path, "run folder")  # under a file, or a folder that cannot be made: one line now
-    if last_path.exists() and not cfg.resume:
+    if last_path.exists() and not (cfg.resume or cfg.overwrite or cfg.restart):
         raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
     if cfg.resume and not last_path.exists():
         raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
