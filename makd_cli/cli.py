@@ -389,6 +389,10 @@ def data_classes(data: str = typer.Argument(..., help="Dataset: fashion-mnist, N
     from makd_cli.data import load_dataset
     from makd_cli.fileio import atomic_write_text
 
+    from makd_cli.data.layout import dataset_input_paths
+    from makd_cli.fileio import check_outputs_distinct
+
+    check_outputs_distinct({"DATA": dataset_input_paths(data)}, {"-o": output})
     text = "\n".join(load_dataset(data).classes) + "\n"
     if output:
         atomic_write_text(output, text)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import output_lock, sha256_file
+from makd_cli.fileio import check_outputs_distinct, output_lock, sha256_file
+from makd_cli.job_paths import extract_inputs
 from makd_cli.formats.questions import read_classes, read_questions
 from makd_cli.progress import progress_bar
 
@@ -60,6 +61,7 @@ def run_extract(cfg: ExtractConfig | None = None, **fields_) -> dict:
     Under torchrun only rank 0 takes it."""
     cfg = cfg if cfg is not None else ExtractConfig(**fields_)
     options = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    check_outputs_distinct(extract_inputs(cfg), {"-o": cfg.output})  # before any work: an input is never written over
     if os.environ.get("RANK", "0") != "0":
         return _run_extract(**options)
     with output_lock(cfg.output, "targets file"):

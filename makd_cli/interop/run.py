@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from makd_cli.errors import MakdError
-from makd_cli.fileio import atomic_write_text, read_text, sha256_file
+from makd_cli.fileio import atomic_write_text, check_outputs_distinct, read_text, sha256_file
 from makd_cli.formats.questions import read_classes, read_questions, write_questions
 from makd_cli.formats.targets import read_targets, write_targets
 from makd_cli.interop import lavid
+from makd_cli.job_paths import import_targets_inputs
 
 QUESTION_FORMATS = ("lavid", "makd")
 TARGET_FORMATS = ("lavid", "lavid-images")
@@ -35,6 +36,7 @@ class ImportQuestionsConfig:
 def import_questions(cfg: ImportQuestionsConfig) -> dict:
     _check_format(cfg.fmt, QUESTION_FORMATS, "--from")
     source = Path(cfg.source)
+    check_outputs_distinct({"SOURCE": source}, {"-o": cfg.output})
     text = read_text(source, "question file")
     dataset = cfg.dataset if cfg.dataset is not None else source.resolve().parent.name
     if cfg.fmt == "makd":
@@ -74,6 +76,7 @@ def _read_class_map(path: Path | None) -> dict[str, str]:
 def import_targets(cfg: ImportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--from")
     source = Path(cfg.source)
+    check_outputs_distinct(import_targets_inputs(cfg), {"-o": cfg.output})
     if cfg.fmt == "lavid-images":
         return _import_image_targets(cfg, source)
     if cfg.classes is None:
@@ -124,6 +127,7 @@ class ExportTargetsConfig:
 
 def export_targets(cfg: ExportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--to")
+    check_outputs_distinct({"SOURCE": cfg.source}, {"-o": cfg.output})
     t = read_targets(cfg.source)
     if cfg.fmt == "lavid-images":
         text = lavid.image_targets_to_json(t, str(cfg.source))
