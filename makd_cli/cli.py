@@ -246,6 +246,11 @@ def train(
                 out.print(f"{r['out']}: best.pt is epoch {sel['epoch']} of {r['epochs']}, lowest training loss {sel['value']:.4g} "
                           f"(no validation split: --val-fraction 0; {r['split']['train']} train images)")
                 continue
+            if sel.get("at_chance"):  # not a result: say so (train/divergence.py chance_note)
+                err.print(f"makd: warning: {r['out']}: {sel['warning']}", markup=False, highlight=False, soft_wrap=True)
+                out.print(f"{r['out']}: validation top-1 {r['best_val_top1']:.2f}% is chance level after {r['epochs']} epochs "
+                          f"({r['split']['train']} train / {r['split']['val']} val images)", markup=False, highlight=False, soft_wrap=True)
+                continue
             out.print(f"{r['out']}: best validation top-1 {r['best_val_top1']:.2f}% after {r['epochs']} epochs "
                       f"({r['split']['train']} train / {r['split']['val']} val images)")
 

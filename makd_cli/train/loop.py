@@ -219,6 +219,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
 
     objective = Objective(model=model, data=train_data, train_modules=[model], step=step, validate=validate, evaluate_test=evaluate_test,
                           parts=("ce", *(t.name for t in terms)), batch_size=batch_size,
+                          part_weights={"ce": ce_weight, **{t.name: t.weight for t in terms}},
                           drop_last=len(train_split) > cfg.batch_size)
     run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, best_val, start_epoch)
     with TrainProgress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
