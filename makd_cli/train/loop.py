@@ -26,6 +26,7 @@ from makd_cli.evaluate.predict import predict
 from makd_cli.fileio import check_output_path, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
+from makd_cli.input_hashes import check_resume_inputs, dataset_record
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.methods.base import TargetTable, ce_weight_of, fine_target_rows
 from makd_cli.students import build_student, student_from_checkpoint
@@ -79,6 +80,7 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
                 "targets", "control", "select_by", "select_every"):
         if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
             raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", old.get(key), getattr(cfg, key))
+    check_resume_inputs(ckpt, cfg, out)  # the same paths, but the same contents? (targets and data by hash)
 
 
 def train(cfg: TrainConfig) -> dict:
@@ -165,7 +167,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     }
     base = {
         "arch": cfg.student, "num_classes": len(ds.classes), "classes": list(ds.classes), "image_size": size,
-        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
+        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(), "dataset": dataset_record(ds),
         "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
     }
     workers = default_workers(device) if cfg.workers is None else cfg.workers
