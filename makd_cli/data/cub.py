@@ -52,7 +52,8 @@ def _read_table(path: Path) -> dict[int, str]:
 
 
 @register_dataset("cub", help="CUB-200-2011 birds, official split (NAME:PATH to CUB_200_2011/)",
-                  layout=Layout(markers=("images.txt", "train_test_split.txt"), under=(BASE,), lookalikes=("images", "attributes", "parts")))
+                  layout=Layout(markers=("images.txt", "train_test_split.txt"), under=(BASE,), lookalikes=("images", "attributes", "parts"),
+                                files=("image_class_labels.txt", "classes.txt")))
 def load_cub(root: Path | None, seed: int = 0) -> DatasetSplits:
     folder = find_native_folder(
         root, name="cub", display="CUB-200-2011", layout=LAYOUT, marker="images.txt", files=FILES, base=BASE

@@ -28,6 +28,7 @@ class Layout:
     markers: tuple[str, ...]
     under: tuple[str, ...] = ()
     lookalikes: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()  # other files the reader reads (inputs no output may overwrite), not needed to recognise it
 
     def _has(self, folder: Path, marker: str) -> bool:
         for choice in marker.split("|"):
@@ -100,6 +101,13 @@ def check_imagefolder_classes(path: Path, classes: list[str] | None = None) -> N
                         f"or imagefolder:{path} to read it anyway")
 
 
+def require_classes(ds, spec: str, at_least: int = 2, what: str = "training") -> None:
+    """A classifier needs two classes at least: one class trains a model that is always right."""
+    if len(ds.classes) < at_least:
+        raise MakdError(f"--data {spec} has {len(ds.classes)} class ({', '.join(map(repr, ds.classes))}); {what} needs "
+                        f"{at_least} or more (a one-class model scores 100% and learns nothing)")
+
+
 def dataset_input_paths(spec: str | None) -> list[str]:
     """The paths a ``--data`` value reads: its folder and, for a native layout, its marker files (so an
     output may not be written over them; see ``fileio.check_outputs_distinct``)."""
@@ -116,7 +124,7 @@ def dataset_input_paths(spec: str | None) -> list[str]:
     for layout in ([layouts[name]] if sep and name in layouts else [layouts[n] for n in detect_layouts(Path(path))]):
         folder = layout.find(Path(path))
         if folder is not None:
-            for marker in layout.markers:
+            for marker in (*layout.markers, *layout.files):
                 for choice in marker.split("|"):
                     paths += [str(p) for p in folder.glob(choice.rstrip("/"))] if any(c in choice for c in "*?[") \
                         else [str(folder / choice.rstrip("/"))]

@@ -56,12 +56,14 @@ class DivergenceGuard:
                 raise MakdError(f"training diverged at epoch {epoch + 1}: the loss became {total}; {self.hint}")
             raise MakdError(f"training diverged at epoch {epoch + 1}: {self._term(name)} became {values[name]:.4g} "
                             f"(total loss {total:.4g}); {self._fix(name, first_step)}")
+        growth = {}
         for name, value in values.items():
             first = self.first.setdefault(name, value)
-            limit = DIVERGENCE_FACTOR * max(abs(first), DIVERGENCE_FLOOR)
-            if abs(value) > limit:
-                raise MakdError(f"training diverged at epoch {epoch + 1}: {self._term(name)} reached {value:.4g}, over "
-                                f"{DIVERGENCE_FACTOR:g}x its first value {first:.4g}; {self._fix(name, False)}")
+            growth[name] = abs(value) / max(abs(first), DIVERGENCE_FLOOR)
+        name = max(growth, key=growth.get, default=None)  # the term that grew most is the likely cause
+        if name is not None and growth[name] > DIVERGENCE_FACTOR:
+            raise MakdError(f"training diverged at epoch {epoch + 1}: {self._term(name)} reached {values[name]:.4g}, over "
+                            f"{DIVERGENCE_FACTOR:g}x its first value {self.first[name]:.4g}; {self._fix(name, False)}")
 
 
 def chance_note(history: list[dict], num_classes: int | None, val_images: int | None) -> dict:

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from makd_cli.data import load_dataset
+from makd_cli.data.layout import require_classes
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
@@ -105,6 +106,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
+    require_classes(ds, cfg.data)  # a one-class classifier reports 100% and learns nothing
     targets = _load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
