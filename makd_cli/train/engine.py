@@ -192,6 +192,7 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
             is_best = best_epoch == epoch + 1
         run.selection = selection_info(cfg, run.history, obj.keep)
         run.selection.update(chance_note(run.history, run.base.get("num_classes"), (run.base.get("split") or {}).get("val")))
+        record.update({"at_chance": True} if run.selection.get("at_chance") else {})  # metrics.jsonl says so too
         state = {**run.base, "model": obj.model.state_dict(), "epoch": epoch, "history": run.history,
                  "best_val_top1": run.best_val, "metrics": record, "selection": run.selection}
         if info.main:
