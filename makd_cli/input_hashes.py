@@ -53,14 +53,14 @@ _WARNED: set[tuple[str, str]] = set()
 
 def warn_if_targets_changed(ckpt: dict, targets_path, where) -> bool:
     """One warning line on stderr when ``targets_path`` is not the file the run ``where`` trained on
-    (by sha256); True when it warned. Once per (run, file) in a process."""
+    (by sha256); True when it warned. Once per (file, recorded hash) in a process."""
     recorded = (ckpt.get("head") or {}).get("targets_sha256")
     if not recorded or not targets_path or not Path(targets_path).is_file():
         return False
     now = sha256_file(targets_path)
-    if now == recorded or (str(where), now) in _WARNED:
+    if now == recorded or (str(targets_path), recorded, now) in _WARNED:
         return False
-    _WARNED.add((str(where), now))
+    _WARNED.add((str(targets_path), recorded, now))  # the seeds of one run share their targets: one line for all
     print(f"makd: warning: {targets_path} is not the targets file {where} was trained on (sha256 {recorded[:12]} then, "
           f"{now[:12]} now); the aspect figures compare the student with the new file", file=sys.stderr)
     return True

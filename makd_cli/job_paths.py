@@ -49,16 +49,27 @@ def inspect_inputs(cfg) -> dict:
             "--data": _data(opts.get("data"))}
 
 
+def _read_as_class_folders(spec: str, folder: str) -> bool:
+    """Whether ``--data`` is read as class folders (an ImageFolder): a folder written into it changes it."""
+    from makd_cli.data.layout import detect_layouts
+    from makd_cli.data.registry import DATASETS
+
+    name, sep, _ = spec.partition(":")
+    if sep and name in DATASETS:
+        return name == "imagefolder"  # a native reader reads its own files, not what sits beside them
+    return not detect_layouts(Path(folder))
+
+
 def train_paths(cfg, runs: int = 1) -> tuple[dict, dict]:
     """(inputs, outputs) of ``makd train``: the run folder's files (and seedK/ folders) are its outputs.
-    A run folder inside an input folder (an ImageFolder would gain a class) is refused here too."""
+    A run folder inside a dataset read as class folders (it would gain a class) is refused here too."""
     out = Path(cfg.out)
     folders = [out] if runs == 1 else [out, *(out / f"seed{cfg.seed + k}" for k in range(runs))]
     from makd_cli.run_folder import RUN_FILES
 
     outputs = {"-o": [p for d in folders for p in (d, *(d / n for n in RUN_FILES))]}
     data = _data(cfg.data)
-    if data and os.path.isdir(data[0]):
+    if data and os.path.isdir(data[0]) and _read_as_class_folders(cfg.data, data[0]):
         root, real_out = os.path.realpath(data[0]), os.path.realpath(out)
         if real_out != root and real_out.startswith(root.rstrip(os.sep) + os.sep):
             raise MakdError(f"-o {out} is inside the dataset folder --data {data[0]}: the run would become part of the data "

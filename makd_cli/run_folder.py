@@ -30,9 +30,12 @@ def run_checkpoints(source: Path) -> list[Path]:
     if not source.is_dir():
         return [source]
     own = _one(source)
+    seeds = [p for p in (_one(d) for d in sorted(source.glob("seed*")) if d.is_dir()) if p is not None]
+    if own is not None and seeds:  # written before makd refused to mix them: say which is meant
+        raise MakdError(f"{source} holds both a run ({own.name}) and seed runs ({', '.join(p.parent.name + '/' for p in seeds[:3])}); "
+                        f"give {own} or the seed folders ({seeds[0].parent}, ...) themselves")
     if own is not None:
         return [own]
-    seeds = [p for p in (_one(d) for d in sorted(source.glob("seed*")) if d.is_dir()) if p is not None]
     if not seeds:
         raise MakdError(f"{source} holds no best.pt; give a checkpoint or a run folder written by `makd train`")
     return seeds

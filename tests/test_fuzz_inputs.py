@@ -435,6 +435,10 @@ CASES += [
          fragment="already holds a run"),
     Case("train/single-and-seeds-mixed", lambda w, t: [*TRAIN, "--data", w.data, "--resume",
                                                        "-o", (_run_copy(w, t, folder="run/seed0"), _run_copy(w, t))[1]], fragment="both"),
+    Case("eval/run-and-seed-runs-mixed", lambda w, t: ["eval", (_run_copy(w, t, folder="run/seed0"), _run_copy(w, t))[1], "--device", "cpu"],
+         fragment="both"),
+    Case("inspect/run-and-seed-runs-mixed", lambda w, t: ["inspect", (_run_copy(w, t, folder="run/seed0"), _run_copy(w, t))[1],
+                                                          "--view", "curves", "--no-terminal", "-o", out_file(t, "c.png")], "c.png", "both"),
     Case("train/resume-and-overwrite", lambda w, t: [*TRAIN, "--data", w.data, "--resume", "--overwrite", "-o", _run_copy(w, t)],
          fragment="one of them"),
     # pattern 8: a folder is read by the layout it has; a misread one is refused with the NAME:PATH forms

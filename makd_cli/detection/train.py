@@ -226,6 +226,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
 
     objective = Objective(model=model, data=data, train_modules=[model], step=step, parts=(*LOSS_NAMES, *(t.name for t in terms)),
                           batch_size=batch_size, drop_last=drop_last, keep="latest", collate=collate,
+                          part_weights={t.name: t.weight for t in terms},
                           loss_hint="lower --lr or --aux-weight (a detector from random weights needs a smaller lr than 0.02)")
     run = Run(out, last_path, best_path, base, optimizer, scheduler, device, info, workers, history, float("-inf"), start_epoch)
     with _Progress(cfg.epochs, start_epoch, quiet=cfg.quiet or not info.main) as bar:
