@@ -29,16 +29,23 @@ def run_checkpoints(source: Path) -> list[Path]:
     source = Path(source)
     if not source.is_dir():
         return [source]
+    refuse_mixed_run_folder(source)
     own = _one(source)
     seeds = [p for p in (_one(d) for d in sorted(source.glob("seed*")) if d.is_dir()) if p is not None]
-    if own is not None and seeds:  # written before makd refused to mix them: say which is meant
-        raise MakdError(f"{source} holds both a run ({own.name}) and seed runs ({', '.join(p.parent.name + '/' for p in seeds[:3])}); "
-                        f"give {own} or the seed folders ({seeds[0].parent}, ...) themselves")
     if own is not None:
         return [own]
     if not seeds:
         raise MakdError(f"{source} holds no best.pt; give a checkpoint or a run folder written by `makd train`")
     return seeds
+
+
+def refuse_mixed_run_folder(source: Path) -> None:
+    """A folder holding both a run and seedN/ runs (written before makd refused to mix them) is
+    ambiguous to every reader: say which is meant instead of silently reading one."""
+    single, seeds = run_files(source), seed_runs(source)
+    if single and seeds:
+        raise MakdError(f"{source} holds both a run ({_listing(single)}) and seed runs ({_listing([d.name + '/' for d in seeds])}); "
+                        f"give {Path(source) / single[0]} or a seed folder ({seeds[0]}) itself")
 
 
 def checkpoint_path(source: Path) -> Path:

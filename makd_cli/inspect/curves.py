@@ -14,6 +14,7 @@ import numpy as np
 from makd_cli.errors import MakdError
 from makd_cli.inspect.terminal import sparkline
 from makd_cli.inspect.views import ViewRequest, register_view, save_figure
+from makd_cli.run_folder import refuse_mixed_run_folder
 
 NOT_TERMS = ("train_loss", "train_ce")
 ASPECT_TERMS = ("makd", "lavid")
@@ -39,6 +40,7 @@ def read_metrics(path: Path) -> list[dict]:
 def find_runs(source: Path) -> list[tuple[str, list[dict]]]:
     """(label, records) per run found at ``source``."""
     if source.is_dir():
+        refuse_mixed_run_folder(source)  # one run or seedN/ runs, never both
         if (source / "metrics.jsonl").exists():
             return [(source.name, read_metrics(source / "metrics.jsonl"))]
         seeds = sorted(source.glob("seed*/metrics.jsonl"))

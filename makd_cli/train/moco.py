@@ -55,6 +55,7 @@ from makd_cli.train.config import TrainConfig
 from makd_cli.device import resolve_device
 from makd_cli.train.distributed import DistInfo, init_distributed, per_rank_batch, shutdown
 from makd_cli.train.engine import Objective, Run, fit, seed_everything
+from makd_cli.input_hashes import dataset_record
 from makd_cli.train.loop import _check_resume, _load_targets, default_workers, run_paths
 from makd_cli.train.progress import TrainProgress
 
@@ -389,7 +390,7 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     }
     base = {
         "arch": cfg.student, "num_classes": C, "classes": list(ds.classes), "image_size": size,
-        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
+        "native_size": ds.native_size, "head": head, "config": cfg.to_dict(), "dataset": dataset_record(ds),
         "split": {"train": len(train_split), "val": 0, "test": len(ds.test)},
     }
     workers = default_workers(device) if cfg.workers is None else cfg.workers
