@@ -91,8 +91,8 @@ def test_overwrite_removes_only_run_files(tmp_path):
 
 
 def test_train_overwrite_and_chance_warning(tmp_path):
-    data = make_imagefolder(tmp_path / "data", per_class_train=4, per_class_test=1)
-    args = ["train", "--data", data, "-o", tmp_path / "run", "--student", "small_cnn", "--epochs", "2", "-b", "4",
+    data = make_imagefolder(tmp_path / "data", per_class_train=10, per_class_test=1)
+    args = ["train", "--data", data, "-o", tmp_path / "run", "--student", "small_cnn", "--epochs", "2", "-b", "8",
             "--val-fraction", "0.5", "--lr", "0", "--quiet"]
     code, out, err = run_main(args)
     assert code == 0, err
@@ -233,3 +233,4 @@ def test_chance_note():
     assert chance_note(at_chance[:1], 10, 300) == {}  # after the first epochs only
     assert chance_note([*at_chance, {"epoch": 4, "val_top1": 40.0}], 10, 300) == {}
     assert chance_note(at_chance, 10, None) == {}  # no validation split: nothing to say
+    assert chance_note(at_chance, 10, 20) == {}  # 2 validation images per class cannot tell

@@ -19,6 +19,7 @@ from makd_cli.errors import MakdError
 DIVERGENCE_FACTOR = 1000.0
 DIVERGENCE_FLOOR = 1.0
 CHANCE_AFTER_EPOCHS = 2  # epochs after which a validation top-1 at chance is reported as such
+CHANCE_MIN_VAL_PER_CLASS = 5  # fewer validation images per class cannot tell chance from a weak run
 
 
 class DivergenceGuard:
@@ -69,9 +70,12 @@ class DivergenceGuard:
 def chance_note(history: list[dict], num_classes: int | None, val_images: int | None) -> dict:
     """``{"at_chance": True, ...}`` when, after ``CHANCE_AFTER_EPOCHS`` epochs, no validation top-1 so far
     is above chance (100 / classes) by more than two binomial standard errors of the validation split;
-    else ``{}``. Runs without a validation split or class count say nothing."""
+    else ``{}``. Runs without a validation split (or under ``CHANCE_MIN_VAL_PER_CLASS`` images per class)
+    or class count say nothing."""
     scores = [r["val_top1"] for r in history if "val_top1" in r]
     if not num_classes or num_classes < 2 or not val_images or len(history) < CHANCE_AFTER_EPOCHS or not scores:
+        return {}
+    if val_images < CHANCE_MIN_VAL_PER_CLASS * num_classes:
         return {}
     chance = 100.0 / num_classes
     p = 1.0 / num_classes
