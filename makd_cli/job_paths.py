@@ -49,15 +49,19 @@ def inspect_inputs(cfg) -> dict:
             "--data": _data(opts.get("data"))}
 
 
-def _read_as_class_folders(spec: str, folder: str) -> bool:
-    """Whether ``--data`` is read as class folders (an ImageFolder): a folder written into it changes it."""
-    from makd_cli.data.layout import detect_layouts
+def _read_as_class_folders(spec: str, folder: str, out: Path) -> bool:
+    """Whether ``--data`` is read as class folders (an ImageFolder) other than ``out``'s own: a run
+    folder written into it changes it."""
+    from makd_cli.data.layout import detect_layouts, imagefolder_class_names
     from makd_cli.data.registry import DATASETS
 
     name, sep, _ = spec.partition(":")
-    if sep and name in DATASETS:
-        return name == "imagefolder"  # a native reader reads its own files, not what sits beside them
-    return not detect_layouts(Path(folder))
+    if sep and name in DATASETS and name != "imagefolder":
+        return False  # a native reader reads its own files, not what sits beside them
+    # a folder without class folders is no ImageFolder yet: its reader says what is wrong with it
+    own = Path(os.path.relpath(os.path.realpath(out), os.path.realpath(folder))).parts[:1]
+    others = [c for c in imagefolder_class_names(Path(folder)) if (c,) != own]
+    return bool(others) and (bool(sep) or not detect_layouts(Path(folder)))
 
 
 def train_paths(cfg, runs: int = 1) -> tuple[dict, dict]:
@@ -69,9 +73,10 @@ def train_paths(cfg, runs: int = 1) -> tuple[dict, dict]:
 
     outputs = {"-o": [p for d in folders for p in (d, *(d / n for n in RUN_FILES))]}
     data = _data(cfg.data)
-    if data and os.path.isdir(data[0]) and _read_as_class_folders(cfg.data, data[0]):
+    if data and os.path.isdir(data[0]):
         root, real_out = os.path.realpath(data[0]), os.path.realpath(out)
-        if real_out != root and real_out.startswith(root.rstrip(os.sep) + os.sep):
+        inside = real_out != root and real_out.startswith(root.rstrip(os.sep) + os.sep)
+        if inside and _read_as_class_folders(cfg.data, data[0], out):
             raise MakdError(f"-o {out} is inside the dataset folder --data {data[0]}: the run would become part of the data "
                             "(an ImageFolder would gain a class); write the run elsewhere (nothing was written)")
     inputs = {"--targets": cfg.targets, "--teacher-ckpt": cfg.teacher_ckpt, "--pretrained": _existing(cfg.pretrained),
