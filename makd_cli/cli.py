@@ -216,6 +216,10 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace the run already in OUTPUT (its best.pt, last.pt, metrics.jsonl, "
+                                   "seedN/ runs); without it a folder that holds a run is refused."),
+    restart: bool = typer.Option(False, "--restart", help="Start the run in OUTPUT over, discarding its saved progress (as --overwrite); "
+                                 "what a resume refused for changed inputs suggests."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -232,7 +236,7 @@ def train(
                    weight_decay=weight_decay, aux_weight=aux_weight, control=control, per_class=per_class,
                    train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every,
                    image_size=image_size, pretrained=pretrained, seed=seed, workers=workers, device=device, compile=compile,
-                   resume=resume, quiet=quiet)
+                   resume=resume, quiet=quiet, overwrite=overwrite, restart=restart)
     paths = {"targets": targets, "teacher_ckpt": teacher_ckpt}
     given.update({k: str(v) for k, v in paths.items() if v is not None})
     if milestones is not None:
@@ -257,6 +261,11 @@ def train(
             if sel.get("split") == "train":  # --val-fraction 0 under --select-by val: no validation top-1 to show
                 out.print(f"{r['out']}: best.pt is epoch {sel['epoch']} of {r['epochs']}, lowest training loss {sel['value']:.4g} "
                           f"(no validation split: --val-fraction 0; {r['split']['train']} train images)")
+                continue
+            if sel.get("at_chance"):  # not a result: say so (train/divergence.py chance_note)
+                err.print(f"makd: warning: {r['out']}: {sel['warning']}", markup=False, highlight=False, soft_wrap=True)
+                out.print(f"{r['out']}: validation top-1 {r['best_val_top1']:.2f}% is chance level after {r['epochs']} epochs "
+                          f"({r['split']['train']} train / {r['split']['val']} val images)", markup=False, highlight=False, soft_wrap=True)
                 continue
             out.print(f"{r['out']}: best validation top-1 {r['best_val_top1']:.2f}% after {r['epochs']} epochs "
                       f"({r['split']['train']} train / {r['split']['val']} val images)")
@@ -403,6 +412,10 @@ def data_classes(data: str = typer.Argument(..., help="Dataset: fashion-mnist, N
     from makd_cli.data import load_dataset
     from makd_cli.formats.questions import write_classes
 
+    from makd_cli.data.layout import dataset_input_paths
+    from makd_cli.fileio import check_outputs_distinct
+
+    check_outputs_distinct({"DATA": dataset_input_paths(data)}, {"-o": output})
     write_classes(output or "-", load_dataset(data).classes)  # no -o: standard output, as -o -
 
 
@@ -412,7 +425,7 @@ def data_info(data: str = typer.Argument(...), as_json: bool = typer.Option(Fals
     from makd_cli.data import DATASETS, load_dataset
 
     ds = load_dataset(data)
-    info = {"name": ds.name, "classes": len(ds.classes), "train": len(ds.train), "test": len(ds.test), "native_size": ds.native_size,
+    info = {"name": ds.name, "reader": ds.reader, "classes": len(ds.classes), "train": len(ds.train), "test": len(ds.test), "native_size": ds.native_size,
             "known_datasets": DATASETS.describe()}
     _emit(info, as_json, lambda: out.print_json(json.dumps(info)))
 

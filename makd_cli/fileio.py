@@ -349,3 +349,50 @@ def read_text(path: str | os.PathLike, what: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise MakdError(f"{what} {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); save it as UTF-8") from None
+
+
+def _identity(path: str | os.PathLike) -> tuple:
+    """What decides that two names are one file: the (device, inode) of an existing file, so a
+    symbolic or hard link to it, or another spelling of it, matches; else its resolved real path."""
+    real = os.path.realpath(os.fspath(path))
+    try:
+        st = os.stat(real)
+        return ("inode", st.st_dev, st.st_ino)
+    except OSError:
+        return ("path", os.path.normcase(real))
+
+
+def _named_paths(paths: dict) -> list[tuple[str, str]]:
+    """(flag, path) for every path given: a value may be None (flag not given) or a list of paths."""
+    named = []
+    for flag, value in paths.items():
+        for p in (value if isinstance(value, (list, tuple)) else [value]):
+            if p is not None and str(p) != "":
+                named.append((flag, os.fspath(p)))
+    return named
+
+
+def check_outputs_distinct(inputs: dict, outputs: dict) -> None:
+    """Refuse, before any work, an output that is one of the job's inputs or another of its outputs.
+
+    ``inputs`` and ``outputs`` map a flag (``--questions``, ``-o``) to a path, a list of paths, or
+    None. Names are compared by what they are, not how they are written: the same file through a
+    symbolic or hard link, ``./x`` and ``x``, all match (see ``_identity``). An input that does not
+    exist cannot be written over and is skipped (its own reader says it is missing). The error is one
+    line naming both flags and both paths; nothing has been read or written yet."""
+    seen: dict[tuple, tuple[str, str]] = {}
+    for flag, path in _named_paths(inputs):
+        if os.path.lexists(path):
+            seen.setdefault(_identity(path), (flag, path))
+    written: dict[tuple, tuple[str, str]] = {}
+    for flag, path in _named_paths(outputs):
+        key = _identity(path)
+        if key in seen:
+            in_flag, in_path = seen[key]
+            raise MakdError(f"{flag} {path} is the input {in_flag} {in_path}: writing it would destroy the input; "
+                            f"give {flag} another path (nothing was written)")
+        if key in written and written[key][0] != flag:
+            other_flag, other_path = written[key]
+            raise MakdError(f"{other_flag} {other_path} and {flag} {path} are the same file; give each output its own path "
+                            "(nothing was written)")
+        written.setdefault(key, (flag, path))

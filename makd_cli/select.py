@@ -155,7 +155,7 @@ class SelectConfig:
 
 def run_select(cfg: SelectConfig) -> dict:
     """``makd select``: measure, pick ``q`` questions, write the subset questions and targets files."""
-    from makd_cli.fileio import check_output_path, sha256_file, sha256_output
+    from makd_cli.fileio import check_output_path, check_outputs_distinct, sha256_file, sha256_output
     from makd_cli.formats.questions import read_questions
     from makd_cli.formats.targets import read_targets, write_targets
     from makd_cli.quality import quality_report
@@ -163,6 +163,8 @@ def run_select(cfg: SelectConfig) -> dict:
     targets_path, questions_path, q, strategy = cfg.targets, cfg.questions, cfg.q, cfg.strategy
     out_questions, out_targets = cfg.out_questions, cfg.out_targets
     check_output_path(out_targets, "targets file")  # HDF5: `-` refused before any output is written
+    check_outputs_distinct({"TARGETS": targets_path, "--questions": questions_path},
+                           {"--out-questions": out_questions, "--out-targets": out_targets})
     targets = read_targets(targets_path)
     questions = read_questions(questions_path)
     if targets.questions_sha256 and targets.questions_sha256 != sha256_file(questions_path):

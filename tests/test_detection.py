@@ -395,7 +395,8 @@ def test_resume_with_another_task_is_one_line(coco_dir, tmp_path):
 
     detector = {"config": config(coco_dir, tmp_path / "r").to_dict()}
     with pytest.raises(MakdError, match="--task detection, not classify") as e:
-        _check_resume(detector, config(coco_dir, tmp_path / "r", task=None, resume=True), tmp_path / "r")
+        # a classifier's config (the detector's --rois-per-image / --proposals are not its options)
+        _check_resume(detector, config(coco_dir, tmp_path / "r", task=None, resume=True, options={}), tmp_path / "r")
     assert "\n" not in str(e.value)
     _check_resume(detector, config(coco_dir, tmp_path / "r", resume=True), tmp_path / "r")  # the same task resumes
     classifier = {"config": {k: v for k, v in detector["config"].items() if k != "task"}}  # a run from before --task

@@ -287,6 +287,182 @@ CASES += [
     Case("eval/unknown-option", lambda w, t: ["eval", w.ckpt, "--frobnicate"]),
 ]
 
+# ---- issue 24: nothing lost (inputs never written over, run folders never mixed), datasets by layout,
+# recorded hashes compared, divergence stopped. The test below also checks every input byte for byte.
+def _copy(src: Path, dst: Path) -> Path:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.write_bytes(src.read_bytes())
+    return dst
+
+
+def _link(target: Path, link: Path, hard: bool = False) -> Path:
+    if hard:
+        link.hardlink_to(target)
+    else:
+        link.symlink_to(target.resolve())
+    return link
+
+
+def _run_copy(w, tmp: Path, files=("best.pt", "last.pt", "metrics.jsonl"), folder: str = "run") -> Path:
+    for name in files:
+        _copy(w.run / name, tmp / folder / name)
+    return tmp / folder
+
+
+def _class_folders(tmp: Path, names, per_class: int = 6) -> Path:
+    """An ImageFolder whose class folders have the given names (images from the shapes data)."""
+    from conftest import make_imagefolder as make
+
+    src = make(tmp / "src", per_class_train=per_class, per_class_test=0)
+    pngs = sorted((src / "train").rglob("*.png")) if (src / "train").is_dir() else sorted(src.rglob("*.png"))
+    root = tmp / "folder"
+    for i, name in enumerate(names):
+        for k in range(per_class):
+            _copy(pngs[(i * per_class + k) % len(pngs)], root / name / f"{k:03d}.png")
+    return root
+
+
+def _two_layouts(tmp: Path) -> Path:
+    root = tmp / "both"
+    for name in ("images.txt", "train_test_split.txt", "setid.mat", "imagelabels.mat"):
+        _copy(Path(__file__), root / name)
+    return root
+
+
+def _cub(tmp: Path) -> Path:
+    from native_layouts import make_cub
+
+    return make_cub(tmp)
+
+
+def _trained(w, tmp: Path, *extra, data=None, targets=None) -> list:
+    """Train a one-epoch run into tmp/run (the case's own, so changing its inputs afterwards is safe)."""
+    args = ["train", "--data", data or w.data, "-o", tmp / "run", "--student", "small_cnn", "--epochs", "1", "-b", "8",
+            "--val-fraction", "0", "--quiet", *extra]
+    if targets is not None:
+        args += ["--method", "lavid", "--targets", targets, "--aux-weight", "1"]
+    code, _, err = run_main(args)
+    assert code == 0, err
+    return args
+
+
+def _resume_after_targets_change(w, tmp: Path) -> list:
+    targets = tmp / "t.h5"
+    write_targets(targets, class_mcq_targets())
+    args = _trained(w, tmp, targets=targets)
+    write_targets(targets, class_mcq_targets(seed=1))  # same path, new content
+    return [*args, "--resume"]
+
+
+def _resume_after_data_change(w, tmp: Path) -> list:
+    data = make_imagefolder(tmp / "data", per_class_train=6, per_class_test=2)
+    args = _trained(w, tmp, data=data)
+    first = sorted((data / "train" / CLASSES[0]).glob("*.png"))[0]
+    _copy(first, data / "train" / CLASSES[1] / "moved.png")  # one more image, labelled differently
+    return [*args, "--resume"]
+
+
+def _diverging(w, tmp: Path) -> list:
+    targets = tmp / "t.h5"
+    write_targets(targets, class_mcq_targets())
+    return ["train", "--data", w.data, "-o", tmp / "run", "--student", "small_cnn", "--epochs", "3", "-b", "4",
+            "--val-fraction", "0", "--quiet", "--method", "lavid", "--targets", targets, "--aux-weight", "1e4", "--lr", "1"]
+
+
+RANDOM_EXTRACT = ["extract", "--teacher", "random"]
+CASES += [
+    # pattern 1: an output that is an input (by name, link or hard link), or two outputs on one file
+    Case("extract/out-is-questions", lambda w, t: [*RANDOM_EXTRACT, "--questions", _copy(w.questions, t / "q.jsonl"), "--classes",
+                                                   w.classes, "-o", t / "q.jsonl"], fragment="--questions"),
+    Case("extract/out-is-classes", lambda w, t: [*RANDOM_EXTRACT, "--questions", w.questions, "--classes", _copy(w.classes, t / "c.txt"),
+                                                 "-o", t / "c.txt"], fragment="--classes"),
+    Case("extract/out-symlink-to-questions", lambda w, t: [*RANDOM_EXTRACT, "--questions", _copy(w.questions, t / "q.jsonl"), "--classes",
+                                                           w.classes, "-o", _link(t / "q.jsonl", t / "link.h5")], fragment="--questions"),
+    Case("extract/out-hardlink-to-classes", lambda w, t: [*RANDOM_EXTRACT, "--questions", w.questions, "--classes", _copy(w.classes, t / "c.txt"),
+                                                          "-o", _link(t / "c.txt", t / "hard.h5", hard=True)], fragment="--classes"),
+    Case("extract/out-is-dotted-questions", lambda w, t: [*RANDOM_EXTRACT, "--questions", _copy(w.questions, t / "q.jsonl"), "--classes",
+                                                          w.classes, "-o", _folder(t / "sub") / ".." / "q.jsonl"], fragment="--questions"),
+    Case("extract/out-is-cub-marker", lambda w, t: [*RANDOM_EXTRACT, "--questions", w.questions, "--data", _cub(t),
+                                                    "-o", t / "CUB_200_2011" / "images.txt"], fragment="--data"),
+    Case("select/out-questions-is-questions", lambda w, t: ["select", w.targets, "--questions", _copy(w.questions, t / "q.jsonl"), "-q", "1",
+                                                            "--out-questions", t / "q.jsonl", "--out-targets", t / "s.h5"], fragment="--questions"),
+    Case("select/out-targets-is-targets", lambda w, t: ["select", _copy(w.targets, t / "t.h5"), "--questions", w.questions, "-q", "1",
+                                                        "--out-questions", t / "s.jsonl", "--out-targets", t / "t.h5"], fragment="TARGETS"),
+    Case("select/outputs-one-file", lambda w, t: ["select", w.targets, "--questions", w.questions, "-q", "1",
+                                                  "--out-questions", out_file(t, "x"), "--out-targets", t / "x"], "x", "same file"),
+    Case("select/out-targets-symlink-to-questions", lambda w, t: ["select", w.targets, "--questions", _copy(w.questions, t / "q.jsonl"), "-q", "1",
+                                                                  "--out-questions", t / "s.jsonl", "--out-targets", _link(t / "q.jsonl", t / "l.h5")],
+         fragment="--questions"),
+    Case("export-targets/out-is-source", lambda w, t: ["export", "targets", _copy(w.targets, t / "t.h5"), "--to", "lavid", "-o", t / "t.h5"],
+         fragment="SOURCE"),
+    Case("import-questions/out-is-source", lambda w, t: ["import", "questions", _copy(w.questions, t / "x.txt"), "-o", t / "x.txt"],
+         fragment="SOURCE"),
+    Case("import-targets/out-is-source", lambda w, t: ["import", "targets", bad_file("x.json", b"{}")(w, t), "--classes", w.classes,
+                                                       "--questions", w.questions, "-o", t / "x.json"], fragment="SOURCE"),
+    Case("import-targets/out-is-questions", lambda w, t: ["import", "targets", bad_file("x.json", b"{}")(w, t), "--classes", w.classes,
+                                                          "--questions", _copy(w.questions, t / "q.jsonl"), "-o", t / "q.jsonl"], fragment="--questions"),
+    Case("import-targets/out-is-classes", lambda w, t: ["import", "targets", bad_file("x.json", b"{}")(w, t), "--classes", _copy(w.classes, t / "c.txt"),
+                                                        "--questions", w.questions, "-o", t / "c.txt"], fragment="--classes"),
+    Case("gen-questions/out-is-classes", lambda w, t: ["gen-questions", "--classes", _copy(w.classes, t / "c.txt"), "--llm", _fake_gguf(t),
+                                                       "-o", t / "c.txt"], fragment="--classes"),
+    Case("gen-questions/out-is-model", lambda w, t: ["gen-questions", "--classes", w.classes, "--llm", _fake_gguf(t), "-o", t / "model.gguf"],
+         fragment="--llm"),
+    Case("data-classes/out-is-cub-file", lambda w, t: ["data", "classes", _cub(t), "-o", t / "CUB_200_2011" / "classes.txt"], fragment="DATA"),
+    Case("inspect/drop-low-entropy-is-questions", lambda w, t: ["inspect", w.targets, "--questions", _copy(w.questions, t / "q.jsonl"), "--quality",
+                                                                "--drop-low-entropy", t / "q.jsonl"], fragment="--questions"),
+    Case("inspect/out-symlink-to-source", lambda w, t: ["inspect", _copy(w.targets, t / "t.h5"), "-o", _link(t / "t.h5", t / "pic.png"),
+                                                        "--no-terminal"], fragment="SOURCE"),
+    Case("inspect/out-is-image", lambda w, t: ["inspect", w.ckpt, "--view", "gradcam", "--image", _copy(sorted(w.data.rglob("*.png"))[0], t / "i.png"),
+                                               "-o", t / "i.png", "--no-terminal", "--device", "cpu"], fragment="--image"),
+    Case("train/out-is-data", lambda w, t: [*TRAIN, "--data", make_imagefolder(t / "data", per_class_train=6, per_class_test=2), "-o", t / "data"],
+         fragment="--data"),
+    Case("train/out-inside-data", lambda w, t: [*TRAIN, "--data", make_imagefolder(t / "data", per_class_train=6, per_class_test=2),
+                                                "-o", t / "data" / "run"], fragment="inside the dataset"),
+    Case("train/teacher-ckpt-in-out-with-overwrite", lambda w, t: [*TRAIN, "--data", w.data, "--method", "kd", "--teacher-ckpt",
+                                                                   _run_copy(w, t) / "best.pt", "-o", t / "run", "--overwrite"],
+         fragment="--teacher-ckpt"),
+    Case("train/pretrained-in-out", lambda w, t: [*TRAIN, "--data", w.data, "--pretrained", _run_copy(w, t) / "last.pt", "-o", t / "run",
+                                                  "--overwrite"], fragment="--pretrained"),
+    # pattern 1b / 7: a finished run is never written over; one run or seedN/ runs, never both
+    Case("train/finished-run-without-last", lambda w, t: [*TRAIN, "--data", w.data, "-o", _run_copy(w, t, ("best.pt", "metrics.jsonl"))],
+         fragment="--overwrite"),
+    Case("train/finished-run-metrics-only", lambda w, t: [*TRAIN, "--data", w.data, "-o", _run_copy(w, t, ("metrics.jsonl",))],
+         fragment="already holds a run"),
+    Case("train/runs-2-into-single-run", lambda w, t: [*TRAIN, "--data", w.data, "--runs", "2", "-o", _run_copy(w, t, ("best.pt",))],
+         fragment="single run"),
+    Case("train/single-into-seed-runs", lambda w, t: [*TRAIN, "--data", w.data, "-o", _run_copy(w, t, folder="run/seed0").parent],
+         fragment="seed run"),
+    Case("train/resume-single-into-seed-runs", lambda w, t: [*TRAIN, "--data", w.data, "--resume", "-o", _run_copy(w, t, folder="run/seed0").parent],
+         fragment="--runs N --resume"),
+    Case("train/runs-2-into-seed-runs", lambda w, t: [*TRAIN, "--data", w.data, "--runs", "2", "-o", _run_copy(w, t, folder="run/seed1").parent],
+         fragment="already holds a run"),
+    Case("train/single-and-seeds-mixed", lambda w, t: [*TRAIN, "--data", w.data, "--resume",
+                                                       "-o", (_run_copy(w, t, folder="run/seed0"), _run_copy(w, t))[1]], fragment="both"),
+    Case("eval/run-and-seed-runs-mixed", lambda w, t: ["eval", (_run_copy(w, t, folder="run/seed0"), _run_copy(w, t))[1], "--device", "cpu"],
+         fragment="both"),
+    Case("inspect/run-and-seed-runs-mixed", lambda w, t: ["inspect", (_run_copy(w, t, folder="run/seed0"), _run_copy(w, t))[1],
+                                                          "--view", "curves", "--no-terminal", "-o", out_file(t, "c.png")], "c.png", "both"),
+    Case("train/resume-and-overwrite", lambda w, t: [*TRAIN, "--data", w.data, "--resume", "--overwrite", "-o", _run_copy(w, t)],
+         fragment="one of them"),
+    # pattern 8: a folder is read by the layout it has; a misread one is refused with the NAME:PATH forms
+    Case("data-classes/images-folder-of-cub", lambda w, t: ["data", "classes", _class_folders(t, ["images"])], fragment="cub:"),
+    Case("train/images-folder-of-cub", lambda w, t: [*TRAIN, "--data", _class_folders(t, ["images"]), "-o", t / "run"], fragment="cub:"),
+    Case("data-info/jpg-class-of-flowers", lambda w, t: ["data", "info", _class_folders(t, ["jpg", "roses"])], fragment="flowers:"),
+    Case("extract/data-one-class", lambda w, t: [*RANDOM_EXTRACT, "--questions", w.questions, "--data", _class_folders(t, ["roses"]),
+                                                 "-o", out_file(t, "t.h5")], "t.h5", "1 class"),
+    Case("train/imagefolder-one-class", lambda w, t: [*TRAIN, "--data", f"imagefolder:{_class_folders(t, ['roses'])}", "-o", t / "run"],
+         fragment="2 or more"),
+    Case("data-classes/two-layouts", lambda w, t: ["data", "classes", _two_layouts(t)], fragment="several datasets"),
+    Case("train/cub-markers-broken-layout", lambda w, t: [*TRAIN, "--data", (_cub(t), (t / "CUB_200_2011" / "classes.txt").unlink())[0],
+                                                          "-o", t / "run"], fragment="imagefolder:"),
+    # pattern 5: recorded hashes compared on --resume
+    Case("train/resume-targets-changed", _resume_after_targets_change, fragment="--restart"),
+    Case("train/resume-data-changed", _resume_after_data_change, fragment="--restart"),
+    # pattern 6: divergence stops the run, naming the term
+    Case("train/diverging-lavid", _diverging, fragment="lavid term"),
+]
+
+
 def _fake_gguf(tmp: Path) -> Path:
     p = tmp / "model.gguf"
     p.write_bytes(b"PK\x03\x04 not a gguf")
@@ -324,7 +500,7 @@ def test_bad_input_is_one_line_and_exit_2(case: Case, world, tmp_path, monkeypat
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"red square\n")))  # what `-` reads
     argv = case.argv(world, tmp_path)
     earlier = tmp_path / case.output if case.output else None
-    inputs = _snapshot(tmp_path, world.root)
+    before = _snapshot(tmp_path, world.root)
     code, _, err = run_main(argv)
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert "Traceback" not in err, err
@@ -336,18 +512,20 @@ def test_bad_input_is_one_line_and_exit_2(case: Case, world, tmp_path, monkeypat
         assert earlier.read_bytes() == EARLIER, f"{earlier} was changed by a failed run"
     leftovers = [p.name for p in tmp_path.rglob(".*.tmp")]
     assert not leftovers, leftovers
-    changed = [str(p) for p, data in inputs.items() if not p.is_file() or p.read_bytes() != data]
-    assert not changed, f"inputs changed by a failed run: {changed}"
+    after = _snapshot(tmp_path, world.root)
+    changed = [str(p) for p, data in before.items() if after.get(p) != data]
+    assert not changed, f"a failed run changed or removed its inputs or earlier outputs: {changed}"
     assert not list(tmp_path.rglob("-")), "a file named - was created"
 
 
 def _snapshot(*roots: Path) -> dict[Path, bytes]:
-    """Every file under ``roots`` (inputs and earlier outputs) with its bytes; hidden caches aside."""
+    """Every visible file under ``roots`` (inputs and earlier outputs) and its bytes; hidden files are
+    makd's own caches and locks."""
     return {p: p.read_bytes() for root in roots for p in root.rglob("*")
-            if p.is_file() and not p.name.startswith(".") and p.stat().st_size < (64 << 20)}
+            if p.is_file() and not p.is_symlink() and not any(part.startswith(".") for part in p.relative_to(root).parts)}
 
 
 def test_the_table_covers_every_subcommand():
     commands = {c.name.split("/")[0].split("-quality")[0] for c in CASES}
     assert {"gen-questions", "extract", "train", "eval", "inspect", "select", "data-classes"} <= commands
-    assert len(CASES) >= 150
+    assert len(CASES) >= 190

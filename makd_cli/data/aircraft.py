@@ -24,6 +24,7 @@ from makd_cli.data.native import (
     relative_ids,
     torchvision_root,
 )
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 
 BASE = "fgvc-aircraft-2013b"
@@ -39,7 +40,8 @@ LAYOUT = (
 )
 
 
-@register_dataset("aircraft", help="FGVC-Aircraft variants, trainval/test (NAME:PATH to fgvc-aircraft-2013b/)")
+@register_dataset("aircraft", help="FGVC-Aircraft variants, trainval/test (NAME:PATH to fgvc-aircraft-2013b/)",
+                  layout=Layout(markers=("data/variants.txt", "data/images_variant_test.txt"), under=(BASE,), lookalikes=("data",)))
 def load_aircraft(root: Path | None, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import FGVCAircraft
 

@@ -60,3 +60,4 @@ class DatasetSplits:
     native_size: int | None = None  # side length when every image has one size (Fashion-MNIST: 28)
     group_names: list[str] = field(default_factory=list)
     fine_classes: list[str] = field(default_factory=list)  # names of Split.fine_labels (Waterbirds: CUB species)
+    reader: str = ""  # the registered reader that read it (cub, imagefolder, ...); set by load_dataset

@@ -27,6 +27,7 @@ import numpy as np
 
 from makd_cli.data.base import DatasetSplits, Split, file_loader
 from makd_cli.data.native import find_native_folder
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -74,7 +75,8 @@ def _read_pool(folder: Path) -> tuple[list[str], list[Path], list[int]]:
     return categories, paths, labels
 
 
-@register_dataset("caltech101", help="Caltech-101, seeded 30 train per class, rest test (NAME:PATH)")
+@register_dataset("caltech101", help="Caltech-101, seeded 30 train per class, rest test (NAME:PATH)",
+                  layout=Layout(markers=(f"{CATEGORIES}/",), under=("caltech101", "caltech-101"), lookalikes=(CATEGORIES, "Annotations")))
 def load_caltech101(root: Path | None, seed: int = 0, train_per_class: int = TRAIN_PER_CLASS) -> DatasetSplits:
     folder = find_folder(root)
     categories, paths, labels = _read_pool(folder)

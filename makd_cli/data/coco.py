@@ -37,6 +37,7 @@ import numpy as np
 from PIL import Image
 
 from makd_cli.data.base import DatasetSplits, Split, file_loader
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -254,7 +255,9 @@ def load_coco_objects(root: Path | None, seed: int = 0) -> DatasetSplits:
 
 
 @register_dataset("coco", help="COCO-format detection: annotations/instances_{train,val}2017.json + train2017/ val2017/, "
-                               "or <split>/_annotations.coco.json (makd train --task detection)")
+                               "or <split>/_annotations.coco.json (makd train --task detection)",
+                  layout=Layout(markers=(f"annotations/instances_train*.json|train*/{ROBOFLOW_FILE}",),
+                                lookalikes=("annotations", "train2017", "val2017", "train2014", "val2014")))
 def load_coco(root: Path | None, seed: int = 0) -> DatasetSplits:
     ds = read_coco(root)
     train, test = _classification_split(ds.train), _classification_split(ds.val)

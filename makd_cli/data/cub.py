@@ -20,6 +20,7 @@ from pathlib import Path
 
 from makd_cli.data.base import DatasetSplits, Split
 from makd_cli.data.native import find_native_folder, native_split
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -50,7 +51,9 @@ def _read_table(path: Path) -> dict[int, str]:
     return table
 
 
-@register_dataset("cub", help="CUB-200-2011 birds, official split (NAME:PATH to CUB_200_2011/)")
+@register_dataset("cub", help="CUB-200-2011 birds, official split (NAME:PATH to CUB_200_2011/)",
+                  layout=Layout(markers=("images.txt", "train_test_split.txt"), under=(BASE,), lookalikes=("images", "attributes", "parts"),
+                                files=("image_class_labels.txt", "classes.txt")))
 def load_cub(root: Path | None, seed: int = 0) -> DatasetSplits:
     folder = find_native_folder(
         root, name="cub", display="CUB-200-2011", layout=LAYOUT, marker="images.txt", files=FILES, base=BASE

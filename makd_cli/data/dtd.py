@@ -23,6 +23,7 @@ from makd_cli.data.native import (
     relative_ids,
     torchvision_root,
 )
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 
 BASE = "dtd/dtd"  # torchvision looks for <root>/dtd/dtd/
@@ -34,7 +35,8 @@ LAYOUT = (
 )
 
 
-@register_dataset("dtd", help="Describable Textures, partition 1, train+val/test (NAME:PATH to dtd/)")
+@register_dataset("dtd", help="Describable Textures, partition 1, train+val/test (NAME:PATH to dtd/)",
+                  layout=Layout(markers=("images/", f"labels/test{PARTITION}.txt"), under=("dtd", BASE), lookalikes=("images", "labels", "imdb")))
 def load_dtd(root: Path | None, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import DTD
 

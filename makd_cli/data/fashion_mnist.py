@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 from makd_cli.data.base import DatasetSplits, Split
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -58,7 +59,8 @@ def _array_split(images: np.ndarray, labels: np.ndarray, prefix: str) -> Split:
     return Split([f"{prefix}/{i}" for i in range(len(labels))], labels, load)
 
 
-@register_dataset("fashion-mnist", help="Fashion-MNIST idx files (installed by `make setup`; or NAME:PATH)")
+@register_dataset("fashion-mnist", help="Fashion-MNIST idx files (installed by `make setup`; or NAME:PATH)",
+                  layout=Layout(markers=("train-images-idx3-ubyte|train-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte|t10k-labels-idx1-ubyte.gz")))
 def load_fashion_mnist(root: Path | None, seed: int = 0) -> DatasetSplits:
     root = root or find_root()
     if root is None:

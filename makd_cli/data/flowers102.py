@@ -21,6 +21,7 @@ import numpy as np
 
 from makd_cli.data.base import DatasetSplits, Split
 from makd_cli.data.native import find_native_folder, native_split
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -45,7 +46,8 @@ def _load_mat(path: Path, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {k: np.atleast_1d(np.asarray(mat[k])).astype(np.int64).ravel() for k in keys}
 
 
-@register_dataset("flowers", help="Oxford 102 Flowers, train+val/test (NAME:PATH to flowers-102/)")
+@register_dataset("flowers", help="Oxford 102 Flowers, train+val/test (NAME:PATH to flowers-102/)",
+                  layout=Layout(markers=("setid.mat", "imagelabels.mat"), under=(BASE,), lookalikes=("jpg",)))
 def load_flowers(root: Path | None, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import Flowers102
 

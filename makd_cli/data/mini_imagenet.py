@@ -23,6 +23,7 @@ import numpy as np
 
 from makd_cli.data.base import DatasetSplits
 from makd_cli.data.native import find_native_folder, native_split
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -67,7 +68,8 @@ def read_mapping(folder: Path) -> dict[str, str]:
     return mapping
 
 
-@register_dataset("mini-imagenet", help="mini-ImageNet pooled, seeded 5/6 train, 1/6 test per class (NAME:PATH)")
+@register_dataset("mini-imagenet", help="mini-ImageNet pooled, seeded 5/6 train, 1/6 test per class (NAME:PATH)",
+                  layout=Layout(markers=("images/", "train.csv|val.csv|test.csv"), under=("mini-imagenet", "mini_imagenet", "miniImageNet"), lookalikes=("images",)))
 def load_mini_imagenet(root: Path | None, seed: int = 0, test_fraction: float = TEST_FRACTION) -> DatasetSplits:
     folder = find_native_folder(
         root, name="mini-imagenet", display="mini-ImageNet", layout=LAYOUT, marker=CSV_FILES, files=("images/",),

@@ -24,6 +24,7 @@ from makd_cli.data.native import (
     relative_ids,
     torchvision_root,
 )
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -35,7 +36,8 @@ LAYOUT = (
 )
 
 
-@register_dataset("pets", help="Oxford-IIIT Pet, trainval/test (NAME:PATH to oxford-iiit-pet/)")
+@register_dataset("pets", help="Oxford-IIIT Pet, trainval/test (NAME:PATH to oxford-iiit-pet/)",
+                  layout=Layout(markers=("annotations/trainval.txt", "annotations/test.txt"), under=(BASE,), lookalikes=("images", "annotations")))
 def load_pets(root: Path | None, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import OxfordIIITPet
 

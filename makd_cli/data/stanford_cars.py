@@ -24,6 +24,7 @@ from makd_cli.data.native import (
     relative_ids,
     torchvision_root,
 )
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -41,7 +42,8 @@ LAYOUT = (
 )
 
 
-@register_dataset("cars", help="Stanford Cars, official split (NAME:PATH to torchvision's stanford_cars/)")
+@register_dataset("cars", help="Stanford Cars, official split (NAME:PATH to torchvision's stanford_cars/)",
+                  layout=Layout(markers=("devkit/cars_meta.mat",), under=(BASE,), lookalikes=("devkit", "cars_train", "cars_test")))
 def load_cars(root: Path | None, seed: int = 0) -> DatasetSplits:
     from torchvision.datasets import StanfordCars
 

@@ -26,6 +26,7 @@ from pathlib import Path
 from makd_cli.data.base import DatasetSplits, Split
 from makd_cli.data.cub import clean_class_name
 from makd_cli.data.native import find_native_folder, native_split
+from makd_cli.data.layout import Layout
 from makd_cli.data.registry import register_dataset
 from makd_cli.errors import MakdError
 
@@ -57,7 +58,8 @@ def read_metadata(path: Path) -> list[tuple[str, int, int, int]]:
     return rows
 
 
-@register_dataset("waterbirds", help="Waterbirds with groups (label x place), train/test (NAME:PATH)")
+@register_dataset("waterbirds", help="Waterbirds with groups (label x place), train/test (NAME:PATH)",
+                  layout=Layout(markers=("metadata.csv",), under=(BASE,)))
 def load_waterbirds(root: Path | None, seed: int = 0) -> DatasetSplits:
     folder = find_native_folder(
         root, name="waterbirds", display="Waterbirds", layout=LAYOUT, marker="metadata.csv", base=BASE,

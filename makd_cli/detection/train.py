@@ -212,6 +212,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
 
     objective = Objective(model=model, data=data, train_modules=[model], step=step, parts=(*LOSS_NAMES, *(t.name for t in terms)),
                           batch_size=batch_size, drop_last=drop_last, keep="latest", collate=collate,
+                          part_weights={t.name: t.weight for t in terms},
                           loss_hint="lower --lr or --aux-weight (a detector from random weights needs a smaller lr than 0.02)")
     return Built(objective, params, base, head, targets, state={"sampling": sampling, "coco": coco, "optimizer": optimizer_ref})
 

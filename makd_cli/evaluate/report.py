@@ -20,6 +20,7 @@ from makd_cli.evaluate.predict import predict
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
+from makd_cli.input_hashes import warn_if_targets_changed
 from makd_cli.methods.base import fine_target_rows, term_facts
 from makd_cli.students import student_from_checkpoint
 
@@ -92,6 +93,7 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
     if targets_path and ckpt["head"].get("slices"):
         try:
             targets = read_targets(targets_path)
+            warn_if_targets_changed(ckpt, targets_path, path)
         except MakdError:
             if targets_path != ckpt["config"].get("targets"):
                 raise  # the user named it: say what is wrong; a stale path from training is just skipped
@@ -183,6 +185,8 @@ def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compu
             with np.load(file) as z:
                 pred = {k: z[k] for k in ("logits", "extra", "labels", "index")}
                 unreadable = json.loads(str(z["unreadable"]))
+            if not cache_fits(pred, part, ckpt):
+                raise ValueError("the cached arrays do not fit the checkpoint and the images")
             pred["ids"] = [part.ids[i] for i in pred["index"]]
             pred["unreadable"] = unreadable
             return pred
@@ -202,6 +206,25 @@ def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compu
 
 
 PREDICTION_CACHE_VERSION = 1
+
+
+def cache_fits(pred: dict, part, ckpt: dict) -> bool:
+    """Whether cached predictions have the shapes the checkpoint and the evaluated images give: one
+    row per kept image, ``num_classes`` logit columns, the head's extra columns, finite numbers, and
+    the images' own labels. A cache that does not fit (damaged, or written by something else) is
+    recomputed, never trusted."""
+    logits, extra, labels, index = (np.asarray(pred[k]) for k in ("logits", "extra", "labels", "index"))
+    n, classes = len(index), int(ckpt.get("num_classes", -1))
+    extra_dim = int((ckpt.get("head") or {}).get("extra_dim", 0) or 0)
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer) or n > len(part.ids):
+        return False
+    if n and (index.min() < 0 or index.max() >= len(part.ids) or len(np.unique(index)) != n):
+        return False
+    if logits.shape != (n, classes) or labels.shape != (n,) or extra.shape[:1] != (n,) or (extra.ndim == 2 and extra.shape[1] != extra_dim):
+        return False
+    if not np.all(np.isfinite(logits)) or (extra.size and not np.all(np.isfinite(extra))):
+        return False
+    return bool(np.array_equal(labels, np.asarray(part.labels)[index]))
 
 
 def format_markdown(table: pd.DataFrame) -> str:

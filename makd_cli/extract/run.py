@@ -7,7 +7,8 @@ import os
 from makd_cli.errors import MakdError
 from makd_cli.extract.config import ExtractConfig
 from makd_cli.extract.kinds import TEACHER_KINDS, TeacherKind
-from makd_cli.fileio import output_lock
+from makd_cli.fileio import check_outputs_distinct, output_lock
+from makd_cli.job_paths import extract_inputs
 
 
 def run_extract(cfg: ExtractConfig | None = None, **fields_) -> dict:
@@ -17,6 +18,7 @@ def run_extract(cfg: ExtractConfig | None = None, **fields_) -> dict:
     cfg = cfg if cfg is not None else ExtractConfig(**fields_)
     kind = _teacher_kind(cfg)
     _check(cfg, kind)
+    check_outputs_distinct(extract_inputs(cfg), {"-o": cfg.output})  # before any work: an input is never written over
     if os.environ.get("RANK", "0") != "0":
         return kind.run(cfg)
     with output_lock(cfg.output, "targets file"):

@@ -14,6 +14,7 @@ from makd_cli.cli_output import bold, styled
 from makd_cli.errors import MakdError
 from makd_cli.inspect.terminal import sparkline
 from makd_cli.inspect.views import ViewRequest, register_view, save_figure
+from makd_cli.run_folder import refuse_mixed_run_folder
 
 NOT_TERMS = ("train_loss", "train_ce")
 
@@ -58,6 +59,7 @@ def check_history(records, where: str) -> list[dict]:
 def find_runs(source: Path) -> list[tuple[str, list[dict]]]:
     """(label, records) per run found at ``source``."""
     if source.is_dir():
+        refuse_mixed_run_folder(source)  # one run or seedN/ runs, never both
         if (source / "metrics.jsonl").exists():
             return [(source.name, read_metrics(source / "metrics.jsonl"))]
         seeds = sorted(source.glob("seed*/metrics.jsonl"))

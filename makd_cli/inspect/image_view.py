@@ -17,6 +17,7 @@ from makd_cli.errors import MakdError
 from makd_cli.numerics import softmax
 from makd_cli.run_folder import checkpoint_path as first_checkpoint
 from makd_cli.formats.targets import Targets, read_targets
+from makd_cli.input_hashes import warn_if_targets_changed
 from makd_cli.inspect.heatmap import shorten
 from makd_cli.inspect.question import question_text, questions_by_id
 from makd_cli.inspect.terminal import bar
@@ -94,6 +95,7 @@ def teacher_targets(ckpt: dict, head: AspectHead, override: str | Path | None) -
     if override is None and not Path(path).exists():
         raise MakdError(f"the checkpoint's training targets {path} are not there any more; pass --targets PATH")
     t = read_targets(path)
+    warn_if_targets_changed(ckpt, path, "the checkpoint")
     if head.question_ids and list(t.question_ids) != list(head.question_ids):
         raise MakdError(f"{path}: its question ids differ from the ones the checkpoint was trained on; pass the training targets")
     if tuple(t.probs.shape[1:]) != tuple(head.shape):

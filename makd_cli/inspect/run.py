@@ -6,7 +6,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from makd_cli.errors import MakdError
+from makd_cli.fileio import check_outputs_distinct
 from makd_cli.inspect.views import VIEWS, ViewRequest
+from makd_cli.job_paths import inspect_inputs
 
 
 def _auto_view(source: Path) -> str:
@@ -47,6 +49,7 @@ def run_inspect(cfg: InspectConfig, *, console) -> dict:
         raise MakdError("--limit must be at least 1")
     if output and Path(output).suffix.lower() not in (".png", ".svg", ".pdf"):
         raise MakdError(f"{output}: pictures are written as .png, .svg or .pdf")
+    check_outputs_distinct(inspect_inputs(cfg), {"-o": output, "--drop-low-entropy": options.get("drop_low_entropy")})
     name = _auto_view(source) if view == "auto" else view
     if questions and source.is_file() and source.suffix != ".pt":  # texts from another file would mislabel every question
         from makd_cli.formats.targets import check_questions_file, read_targets

@@ -8,10 +8,11 @@ from pathlib import Path
 
 from makd_cli.errors import MakdError
 from makd_cli.jsonio import loads
-from makd_cli.fileio import atomic_write_text, check_output_path, read_text, sha256_file
+from makd_cli.fileio import atomic_write_text, check_output_path, check_outputs_distinct, read_text, sha256_file
 from makd_cli.formats.questions import read_classes, read_questions, write_questions
 from makd_cli.formats.targets import read_targets, write_targets
 from makd_cli.interop import lavid
+from makd_cli.job_paths import import_targets_inputs
 
 QUESTION_FORMATS = ("lavid", "makd")
 TARGET_FORMATS = ("lavid", "lavid-images")
@@ -36,6 +37,7 @@ class ImportQuestionsConfig:
 def import_questions(cfg: ImportQuestionsConfig) -> dict:
     _check_format(cfg.fmt, QUESTION_FORMATS, "--from")
     source = Path(cfg.source)
+    check_outputs_distinct({"SOURCE": source}, {"-o": cfg.output})
     text = read_text(source, "question file")
     dataset = cfg.dataset if cfg.dataset is not None else source.resolve().parent.name
     if cfg.fmt == "makd":
@@ -73,6 +75,7 @@ def import_targets(cfg: ImportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--from")
     check_output_path(cfg.output, "targets file")  # HDF5: `-o -` refused before any work
     source = Path(cfg.source)
+    check_outputs_distinct(import_targets_inputs(cfg), {"-o": cfg.output})
     if cfg.fmt == "lavid-images":
         return _import_image_targets(cfg, source)
     if cfg.classes is None:
@@ -123,6 +126,7 @@ class ExportTargetsConfig:
 
 def export_targets(cfg: ExportTargetsConfig) -> dict:
     _check_format(cfg.fmt, TARGET_FORMATS, "--to")
+    check_outputs_distinct({"SOURCE": cfg.source}, {"-o": cfg.output})
     t = read_targets(cfg.source)
     if cfg.fmt == "lavid-images":
         text = lavid.image_targets_to_json(t, str(cfg.source))

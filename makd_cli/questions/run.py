@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from makd_cli.errors import MakdError
+from makd_cli.fileio import check_outputs_distinct
 from makd_cli.formats.questions import read_classes, write_questions
 from makd_cli.progress import progress_bar
 from makd_cli.questions.generate import generate_descriptions, generate_mcq, generate_yesno
@@ -38,6 +39,7 @@ def run_gen_questions(cfg: GenQuestionsConfig) -> dict:
     """Generate, validate and write the questions; returns the report (kept, rejected by reason, notes)."""
     kind, n, m, select, seed, retries, temperature = cfg.kind, cfg.n, cfg.options, cfg.select, cfg.seed, cfg.retries, cfg.temperature
     output, max_tokens = cfg.output, cfg.max_tokens
+    check_outputs_distinct({"--classes": cfg.classes, "--llm": cfg.llm}, {"-o": output})
     classes = read_classes(cfg.classes)
     if n < 1:
         raise MakdError("-n must be at least 1")

@@ -48,6 +48,8 @@ class TrainConfig:
     channels_last: bool = True  # CUDA only
     compile: bool = False
     resume: bool = False
+    overwrite: bool = False  # replace a run already in -o (run_folder.check_run_folder)
+    restart: bool = False  # start the run in -o over, its saved progress discarded (same effect as overwrite)
     quiet: bool = False
     # The options the chosen plug-ins declare (--kd-temperature, --aspect-loss, --moco-queue, ...): given
     # by key ({"kd_temperature": 4.0}); resolved to {"method:kd": {every option of kd}, ...}, the form the

@@ -25,6 +25,7 @@ from makd_cli.errors import MakdError
 from makd_cli.fileio import atomic_write_text
 from makd_cli.formats.checkpoint import save_checkpoint
 from makd_cli.train.distributed import DistInfo, all_reduce_sums, barrier
+from makd_cli.train.divergence import DivergenceGuard, chance_note
 
 
 def seed_everything(seed: int) -> None:
@@ -57,6 +58,7 @@ class Objective:
     drop_last: bool = True
     keep: str = "best"  # best: best.pt is the best-scoring epoch; latest: every epoch replaces it
     loss_hint: str = "lower --lr or --aux-weight"
+    part_weights: dict = field(default_factory=dict)  # each part's weight, named when it diverges (train/divergence.py)
     collate: Callable | None = None  # the loader's collate_fn; None: stack (detection: lists of images and boxes)
 
 
@@ -140,6 +142,7 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
                         "cannot be scored there: use --select-by val")
     if select_by != "val" and obj.keep == "latest":
         raise MakdError(f"--method {cfg.method} keeps its latest epoch (no labels to choose by); drop --select-by {select_by}")
+    guard = DivergenceGuard(obj.part_weights, obj.loss_hint)  # a non-finite or exploding term stops the run
     for epoch in range(run.start_epoch, cfg.epochs):
         epoch_seed = cfg.seed * 100_003 + epoch
         seed_everything(epoch_seed)
@@ -160,8 +163,7 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
         for items in loader:
             batch = _to_device(items, device)
             loss, parts = obj.step(batch, epoch)
-            if not torch.isfinite(loss):
-                raise MakdError(f"the loss became {loss.item()} at epoch {epoch + 1}; {obj.loss_hint}")
+            guard.check(loss, parts, epoch)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()
@@ -189,6 +191,8 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
             best_epoch, run.best_val = select_epoch(run.history, select_by, every, cfg.epochs)
             is_best = best_epoch == epoch + 1
         run.selection = selection_info(cfg, run.history, obj.keep)
+        run.selection.update(chance_note(run.history, run.base.get("num_classes"), (run.base.get("split") or {}).get("val")))
+        record.update({"at_chance": True} if run.selection.get("at_chance") else {})  # metrics.jsonl says so too
         state = {**run.base, "model": obj.model.state_dict(), "epoch": epoch, "history": run.history,
                  "best_val_top1": run.best_val, "metrics": record, "selection": run.selection}
         if info.main:

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from makd_cli.data import load_dataset
+from makd_cli.data.layout import require_classes
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
@@ -23,6 +24,7 @@ from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import topk_accuracy
 from makd_cli.evaluate.predict import predict
 from makd_cli.formats.checkpoint import load_checkpoint
+from makd_cli.input_hashes import dataset_record
 from makd_cli.methods import Batch, MethodContext, build_terms
 from makd_cli.methods.base import TargetTable, ce_weight_of, fine_target_rows
 from makd_cli.students import build_student, student_from_checkpoint
@@ -65,6 +67,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     device, info, workers = env.device, env.info, env.workers
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
+    require_classes(ds, cfg.data)  # a one-class classifier reports 100% and learns nothing
     targets = load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
@@ -109,7 +112,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     }
     base = {
         "arch": cfg.student, "num_classes": len(ds.classes), "classes": list(ds.classes), "image_size": size,
-        "native_size": ds.native_size,
+        "native_size": ds.native_size, "dataset": dataset_record(ds),
         "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
     }
     tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
@@ -160,5 +163,6 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
 
     objective = Objective(model=model, data=train_data, train_modules=[model], step=step, validate=validate, evaluate_test=evaluate_test,
                           parts=("ce", *(t.name for t in terms)), batch_size=batch_size,
+                          part_weights={"ce": ce_weight, **{t.name: t.weight for t in terms}},
                           drop_last=len(train_split) > cfg.batch_size)
     return Built(objective, list(model.parameters()), base, head, targets, state={"terms": terms})

@@ -52,6 +52,7 @@ from makd_cli.students import build_student
 from makd_cli.train.config import TrainConfig
 from makd_cli.train.distributed import DistInfo, per_rank_batch
 from makd_cli.train.engine import Objective, seed_everything
+from makd_cli.input_hashes import dataset_record
 from makd_cli.train.progress import TrainProgress
 from makd_cli.train.task import Built, Env, TrainingTask, load_targets
 from makd_cli.train.tasks import TASKS, register_task
@@ -367,7 +368,8 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     }
     base = {
         "arch": cfg.student, "num_classes": C, "classes": list(ds.classes), "image_size": size,
-        "native_size": ds.native_size, "split": {"train": len(train_split), "val": 0, "test": len(ds.test)},
+        "native_size": ds.native_size, "dataset": dataset_record(ds),
+        "split": {"train": len(train_split), "val": 0, "test": len(ds.test)},
     }
     data = TwoViews(train_split, moco_transform(size))
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext

@@ -22,6 +22,8 @@ import torch
 from makd_cli.errors import MakdError, resume_mismatch
 from makd_cli.fileio import check_output_path, sha256_file
 from makd_cli.formats.checkpoint import load_checkpoint
+from makd_cli.input_hashes import check_resume_inputs
+from makd_cli.run_folder import check_run_folder
 from makd_cli.train.config import TrainConfig
 from makd_cli.train.distributed import DistInfo, run_on_processes
 from makd_cli.train.engine import Objective, Run, fit
@@ -95,7 +97,7 @@ def run_paths(cfg: TrainConfig) -> tuple[Path, Path, Path]:
     if out.exists() and not out.is_dir():
         raise MakdError(f"-o {out} is a file; a run needs a folder (best.pt, last.pt, metrics.jsonl)")
     check_output_path(last_path, "run folder")  # under a file, or a folder that cannot be made: one line now
-    if last_path.exists() and not cfg.resume:
+    if last_path.exists() and not (cfg.resume or cfg.overwrite or cfg.restart):
         raise MakdError(f"{out} already holds a run; pass --resume to continue it or choose another -o")
     if cfg.resume and not last_path.exists():
         raise MakdError(f"--resume: {last_path} does not exist; start the run without --resume")
@@ -137,11 +139,14 @@ def check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
     for key in RESUME_KEYS:
         if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
             raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", old.get(key), getattr(cfg, key))
+    check_resume_inputs(ckpt, cfg, out)  # the same paths, but the same contents? (targets and data by hash)
 
 
 def train_task(task: TrainingTask, cfg: TrainConfig) -> dict:
     """Train one run of ``task``: its GPU under torchrun, rank 0 writing under the run lock."""
     task.check(cfg)
+    if os.environ.get("RANK", "0") == "0":  # before the run lock: --overwrite clears the folder under it
+        check_run_folder(Path(cfg.out), runs=1, resume=cfg.resume, fresh=cfg.overwrite or cfg.restart)
     return run_on_processes(cfg.device, cfg.out, lambda device, info: _train(task, cfg, device, info))
 
 
