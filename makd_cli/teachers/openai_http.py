@@ -1,7 +1,7 @@
 """Language teacher behind any OpenAI-compatible HTTP endpoint (``--backend openai``): OpenAI itself,
 vLLM, llama.cpp's and llama-cpp-python's servers, Ollama, LM Studio ...
 
-Only the standard library is used (urllib). The endpoint is ``--api-base`` (or ``$OPENAI_BASE_URL``,
+The HTTP plumbing (``openai_endpoint.py``) uses only the standard library. The endpoint is ``--api-base`` (or ``$OPENAI_BASE_URL``,
 default https://api.openai.com/v1; a bare ``http://host:port`` gets ``/v1``) and the key comes from
 the environment variable ``api_key_env`` (default ``OPENAI_API_KEY``). Without a key only a loopback
 endpoint (localhost, 127.0.0.0/8, ::1) is used: a remote one is refused before anything is sent.
@@ -41,103 +41,41 @@ cannot forward them elsewhere.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import math
-import os
-import random
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from urllib.parse import urlparse
 
 import numpy as np
 
 from makd_cli.errors import MakdError
 from makd_cli.teachers.base import LanguageModel
+from makd_cli.teachers.openai_endpoint import (  # noqa: F401  (the shared plumbing, importable from here as before)
+    DEFAULT_API_BASE,
+    HTTPError,
+    OpenAIEndpoint,
+    is_loopback,
+    normalise_api_base,
+)
+from makd_cli.teachers.openai_endpoint import backoff as _backoff  # noqa: F401
+from makd_cli.teachers.openai_endpoint import error_message as _error_message
 
-DEFAULT_API_BASE = "https://api.openai.com/v1"
 FORMAT_MODES = ("json_schema", "json_object+schema", "json_object", "none")
 
 
-def is_loopback(url: str) -> bool:
-    host = (urlparse(url).hostname or "").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-def normalise_api_base(api_base: str) -> str:
-    base = api_base.rstrip("/")
-    if base.endswith("/chat/completions"):
-        base = base[: -len("/chat/completions")]
-    parsed = urlparse(base)
-    if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise MakdError(f"--api-base {api_base!r} is not an http(s) URL; e.g. http://127.0.0.1:8080/v1")
-    if parsed.path in ("", "/"):
-        base += "/v1"
-    return base
-
-
-def _origin(url: str) -> tuple:
-    u = urlparse(url)
-    return u.scheme.lower(), (u.hostname or "").lower(), u.port or {"http": 80, "https": 443}.get(u.scheme.lower())
-
-
-class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
-    """urllib follows redirects and re-sends the headers, the API key included: follow only those
-    that stay on ``--api-base``'s origin."""
-
-    def __init__(self, api_base: str):
-        super().__init__()
-        self.origin = _origin(api_base)
-
-    def redirect_request(self, req, fp, code, msg, headers, newurl):
-        if _origin(newurl) != self.origin:
-            fp.close()
-            raise MakdError(f"{req.full_url} redirected (HTTP {code}) to {newurl}, another host; makd does not follow it, so "
-                            "the API key and the prompts stay with --api-base's host: pass the final endpoint as --api-base")
-        return super().redirect_request(req, fp, code, msg, headers, newurl)
-
-
-class HTTPError(Exception):
-    def __init__(self, status: int, body: str):
-        super().__init__(f"HTTP {status}: {body[:300]}")
-        self.status, self.body = status, body
-
-
-class OpenAIChatLM(LanguageModel):
+class OpenAIChatLM(OpenAIEndpoint, LanguageModel):
     backend = "openai"
 
     def __init__(self, model: str, api_base: str | None = None, api_key_env: str = "OPENAI_API_KEY",
                  timeout: float = 120.0, retries: int = 3, top_logprobs: int = 20, concurrency: int = 16):
-        self.model = model
-        self.name = model
-        self.api_base = normalise_api_base(api_base or os.environ.get("OPENAI_BASE_URL") or os.environ.get("OPENAI_API_BASE")
-                                           or DEFAULT_API_BASE)
-        self.api_key = os.environ.get(api_key_env) or None
-        if self.api_key is None and not is_loopback(self.api_base):
-            raise MakdError(f"--backend openai: ${api_key_env} is not set; export the API key for {self.api_base} "
-                            "(only loopback endpoints are used without a key)")
-        self.timeout, self.retries, self.top_logprobs = timeout, retries, top_logprobs
-        if concurrency < 1:
-            raise MakdError("--concurrency must be at least 1 (requests in flight)")
-        self.concurrency = concurrency
+        OpenAIEndpoint.__init__(self, model, api_base, api_key_env, timeout, retries, concurrency)
+        self.top_logprobs = top_logprobs
         self.prompts_per_call = 4 * concurrency  # the extractor hands over several units at once: no idle tail per unit
         self.evaluated_tokens = 0
         self._format_mode = 0  # index into FORMAT_MODES: the first one the endpoint accepted
-        self._opener = urllib.request.build_opener(_SameOriginRedirects(self.api_base))
-        self._lock = threading.Lock()  # evaluated_tokens, the counts and the bias switch are shared by the threads
         self._bias: dict[str, float] | None = None  # logit_bias for the current labels; {} when not available
         self._bias_groups: list | None = None
         self._biased_texts: set[str] = set()
-        self._tokenize_path: str | None = None
         self.label_reads: Counter = Counter()  # prompts per reading: logit-bias | top-logprobs, and floored
 
     @property
@@ -145,37 +83,6 @@ class OpenAIChatLM(LanguageModel):
         """How this run's label probabilities were read (targets' metadata ``label_probs``)."""
         reads = self.label_reads
         return "logit-bias" if reads["logit-bias"] and not reads["top-logprobs"] else "top-logprobs"
-
-    # ---- HTTP ------------------------------------------------------------------------------
-    def _post(self, path: str, body: dict, *, url: str | None = None, retries: int | None = None) -> dict:
-        data = json.dumps(body).encode("utf-8")
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if self.api_key:
-            headers["Authorization"] = f"Bearer {self.api_key}"
-        url = url or self.api_base + path
-        retries = self.retries if retries is None else retries
-        for attempt in range(retries + 1):
-            req = urllib.request.Request(url, data=data, headers=headers, method="POST")
-            try:
-                with self._opener.open(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read().decode("utf-8"))
-            except urllib.error.HTTPError as exc:
-                text = exc.read().decode("utf-8", "replace")
-                if exc.code in (429, 502, 503, 504) and attempt < retries:
-                    _backoff(attempt, exc.headers.get("Retry-After") if exc.headers else None)
-                    continue
-                if exc.code in (401, 403):
-                    raise MakdError(f"{url} refused the request (HTTP {exc.code}): check the API key") from None
-                raise HTTPError(exc.code, text) from None
-            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt < retries:
-                    _backoff(attempt)
-                    continue
-                reason = getattr(exc, "reason", exc)
-                raise MakdError(f"cannot reach {url}: {reason}; is the server running?") from None
-            except json.JSONDecodeError:
-                raise MakdError(f"{url} answered with something that is not JSON; is --api-base an OpenAI-compatible endpoint?") from None
-        raise AssertionError("unreachable")
 
     def _chat(self, body: dict) -> dict:
         try:
@@ -227,47 +134,6 @@ class OpenAIChatLM(LanguageModel):
             if isinstance(tok, str) and isinstance(val, (int, float)) and math.isfinite(val):
                 top[tok] = max(top.get(tok, -math.inf), float(val))
         return top
-
-    @staticmethod
-    def label_scores(top: dict[str, float], groups: list[list[str]]) -> np.ndarray:
-        """Log-sum-exp of each label's spellings in ``top``; missing labels get the floor (module docstring)."""
-        vals = np.full(len(groups), np.nan)
-        for i, spellings in enumerate(groups):
-            found = [top[s] for s in spellings if s in top]
-            if found:
-                mx = max(found)
-                vals[i] = mx + math.log(sum(math.exp(v - mx) for v in found))
-        missing = np.isnan(vals)
-        if missing.any():
-            lowest = min(top.values()) if top else 0.0
-            leftover = max(1.0 - sum(math.exp(v) for v in top.values()), 1e-12)
-            vals[missing] = min(lowest, math.log(leftover / int(missing.sum())))
-        return vals
-
-    def server_token_ids(self, text: str) -> list[int] | None:
-        """``text``'s token ids on the server's tokenizer, through whichever tokenize endpoint it has
-        (llama.cpp and vLLM: ``/tokenize``; llama-cpp-python: ``/extras/tokenize``); None if none."""
-        root = self.api_base[: -len("/v1")] if self.api_base.endswith("/v1") else self.api_base
-        for path in [self._tokenize_path] if self._tokenize_path else ["/tokenize", "/extras/tokenize"]:
-            ids = []
-            for probe in ("", text):  # the empty text shows what the endpoint prepends (a BOS token)
-                body = {"content": probe, "add_special": False, "input": probe, "model": self.model, "prompt": probe,
-                        "add_special_tokens": False}
-                try:
-                    out = self._post("", body, url=root + path, retries=0)
-                except (HTTPError, MakdError):
-                    ids = None
-                    break
-                toks = out.get("tokens") if isinstance(out, dict) else None
-                if not isinstance(toks, list) or not all(isinstance(t, int) for t in toks):
-                    ids = None
-                    break
-                ids.append(toks)
-            if ids is not None:
-                self._tokenize_path = path
-                head, full = ids
-                return full[len(head):] if full[: len(head)] == head else full
-        return None
 
     def _logit_bias(self, groups: list[list[str]]) -> dict[str, float]:
         """+100 on every label spelling that is one token on the server ({} without a tokenizer)."""
@@ -333,22 +199,3 @@ class OpenAIChatLM(LanguageModel):
         self.evaluated_tokens += int((out.get("usage") or {}).get("prompt_tokens") or 0)
         choices = out.get("choices") or [{}]
         return (choices[0].get("message") or {}).get("content") or ""
-
-
-def _backoff(attempt: int, retry_after: str | None = None) -> None:
-    """Exponential backoff with jitter (concurrent requests that failed together do not retry
-    together); a server's Retry-After in seconds is honoured up to 30 s."""
-    try:
-        wait = float(retry_after) if retry_after else None
-    except ValueError:
-        wait = None
-    time.sleep(min(30.0, wait if wait is not None else 2.0 ** attempt * (0.5 + random.random())))
-
-
-def _error_message(body: str) -> str:
-    try:
-        obj = json.loads(body)
-        msg = (obj.get("error") or {}).get("message") if isinstance(obj.get("error"), dict) else obj.get("error") or obj.get("detail")
-        return " ".join(str(msg or body).split())[:300]
-    except (json.JSONDecodeError, AttributeError):
-        return " ".join(body.split())[:300]
