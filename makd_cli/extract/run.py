@@ -91,7 +91,7 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
         return _run_mllm(mllm, output=output, questions=questions, data=data, kind=kind, split=split, object_word=object_word,
                          trust_remote_code=trust_remote_code, batch_questions=batch_questions, workers=workers,
                          device=device, restart=restart, progress=progress, mmproj=mmproj, threads=threads,
-                         prompt_layout=prompt_layout)
+                         prompt_layout=prompt_layout, backend=backend, api_base=api_base, backend_options=backend_options)
     if clip is not None:
         return _run_clip(clip, output=output, questions=questions, data=data, split=split, workers=workers, device=device,
                          restart=restart, progress=progress)
@@ -130,9 +130,10 @@ def _check_layout(layout: str, teacher_flag: str, kind: str) -> None:
 
 def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | None, kind: str, split: str, object_word: str,
               trust_remote_code: bool, batch_questions: int, workers: int, device: str | None, restart: bool, progress: bool,
-              mmproj: Path | None = None, threads: int | None = None, prompt_layout: str = "paper") -> dict:
+              mmproj: Path | None = None, threads: int | None = None, prompt_layout: str = "paper",
+              backend: str | None = None, api_base: str | None = None, backend_options: dict | None = None) -> dict:
     """MaKD's multimodal teacher: p(yes) per image and question, or zero-shot class scores. A ``.gguf``
-    MODEL with ``--mmproj`` runs on llama.cpp (CPU); anything else on transformers."""
+    MODEL with ``--mmproj`` runs on llama.cpp (CPU); ``--backend openai`` on a server; anything else on transformers."""
     import time
 
     from makd_cli.data import load_dataset
@@ -154,8 +155,8 @@ def _run_mllm(name: str, *, output: Path, questions: Path | None, data: str | No
         if questions is None:
             raise MakdError("--mllm --kind yesno needs --questions (yes/no aspect questions from `makd gen-questions --kind yesno`)")
         qs = read_questions(questions, kind="yesno")
-    teacher = load_multimodal(name, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code,
-                        mmproj=mmproj, threads=threads)
+    teacher = load_multimodal(name, backend, device=None if device in (None, "auto") else device, trust_remote_code=trust_remote_code,
+                        mmproj=mmproj, threads=threads, api_base=api_base, **(backend_options or {}))
     t0 = time.time()
     if kind == "yesno":
         t = extract_image_yesno(teacher, part, qs, output, classes=list(ds.classes), object_word=object_word,

@@ -4,7 +4,8 @@
 ``(spec, *, threads, seed, api_base, api_key_env, device, naive, **declared options) -> LanguageModel``;
 ``MULTIMODAL_BACKENDS`` (``extract --mllm``) hold factories ``(name, *, device, trust_remote_code, mmproj,
 threads) -> MultimodalTeacher`` plus a ``claims(name)`` test; the first backend whose test accepts the
-model name loads it. The factories import their implementation lazily, so listing backends is cheap.
+model name loads it, unless ``--backend`` names one with ``backend_flag`` (``openai``: a server, any
+model name). The factories import their implementation lazily, so listing backends is cheap.
 Every module of this package is imported on first use: a new backend file registers itself.
 """
 
@@ -27,10 +28,13 @@ def load_llm(spec: str, backend: str = "llama.cpp", **kwargs):
     return entry.obj(spec, **common, **option_values(entry.options, kwargs))
 
 
-def load_multimodal(name: str, **kwargs):
-    """Load multimodal teacher ``name`` with the first backend that claims it (transformers last)."""
+def load_multimodal(name: str, backend: str | None = None, **kwargs):
+    """Load multimodal teacher ``name``: with the backend that ``--backend`` names where one is chosen by
+    that flag alone (``openai``), else with the first backend that claims the name (transformers last).
+    ``kwargs`` holds the common settings and the options the backends declare (others' are ignored)."""
     entries = sorted(MULTIMODAL_BACKENDS.entries(), key=lambda e: getattr(e.obj, "priority", 0))
-    for entry in entries:
-        if entry.obj.claims(name):
-            return entry.obj(name, **kwargs, **option_values(entry.options, kwargs))
+    chosen = [e for e in entries if backend is not None and getattr(e.obj, "backend_flag", None) == backend]
+    for entry in chosen or [e for e in entries if e.obj.claims(name)]:
+        declared = option_values(entry.options, kwargs)
+        return entry.obj(name, **{k: v for k, v in kwargs.items() if k not in declared}, **declared)
     raise AssertionError("the transformers backend claims every name")  # pragma: no cover
