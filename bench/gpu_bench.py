@@ -62,7 +62,7 @@ FULL = {
                                  image_tokens_side=16, patch=28, vocab_size=92553),
     },
     "mllm_run": dict(questions=50, images=8, naive_images=2, batch_questions=64),
-    "train": dict(students=("resnet18", "resnet50"), size=224, images=1280, batch=128, workers=None, gpu_steps=20),
+    "train": dict(students=("resnet18", "resnet50"), size=224, images=2560, batch=128, workers=None, gpu_steps=20),
     "detection": ["--student", "resnet50", "--image-size", "512", "--images", "16", "--batch-size", "4",
                   "--epochs", "2", "--repeats", "1"],
 }

@@ -8,8 +8,10 @@ The server applies the model's own chat template and image processor, so the pro
 model was trained with, as in the in-process teachers. p(yes) is read from the first generated
 token's top log-probabilities: log-odds = logsumexp over the yes spellings minus logsumexp over the
 no spellings (the in-process teachers' ``z_yes - z_no``; log-probabilities differ from logits by one
-constant per prompt, which cancels). The spellings are matched by their text, so a spelling counts
-only where it is one token on the server, as in the in-process teachers.
+constant per prompt, which cancels). The spellings are matched by their text as the server writes the
+tokens, so a spelling counts only where it is one token on the server, as in the in-process teachers
+(``makd-reference`` reads "Yes" and "No" alone: the vocabulary entries where the server writes tokens
+as they are spelled in the vocabulary).
 
 **Exact where the server allows it:** the Yes/No token ids come from the server's tokenize endpoint
 (``/tokenize``, ``/v1/tokenize`` or llama-cpp-python's ``/extras/tokenize``); every request then
@@ -92,6 +94,14 @@ class ImageDataURL:
         buf = io.BytesIO()
         img.save(buf, format="PNG")
         return {"url": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"), "size": img.size}
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without a user:password@ part (the metadata is shared; the key never goes there either)."""
+    from urllib.parse import urlparse
+
+    u = urlparse(url)
+    return u._replace(netloc=u.netloc.rsplit("@", 1)[-1]).geturl() if "@" in u.netloc else url
 
 
 def _probe_image(value: int):
@@ -315,7 +325,7 @@ class OpenAIMultimodalTeacher(OpenAIEndpoint, MultimodalTeacher):
 
     def targets_meta(self) -> dict:
         """What the targets' metadata records about this run (docs/formats.md)."""
-        return {"api_base": self.api_base, "scoring": "v1/score" if self.score_endpoint == "used" else "chat/completions",
+        return {"api_base": _without_credentials(self.api_base), "scoring": "v1/score" if self.score_endpoint == "used" else "chat/completions",
                 "score_endpoint": self.score_endpoint or "not-probed", "label_probs": self.label_probs_method,
                 "label_probs_floored": int(self.label_reads["floored"]),
                 "image_encoding": "png" + (f", longer side at most {self.image_max_side} px" if self.image_max_side else ""),
