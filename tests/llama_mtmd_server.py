@@ -7,7 +7,10 @@ template around the image) and one adaptation: a user turn sent as OpenAI conten
 given to the template as one string, ``<image marker>\\n<text>``. SmolLM2's template (the test model) only
 takes string contents, as many do; servers join the parts the same way for such templates (vLLM puts the
 image placeholder and the text on separate lines), and it is the prompt makd's in-process llama.cpp
-teacher writes (``LlamaCppMultimodalTeacher.prompt``), so both see the same tokens.
+teacher writes (``LlamaCppMultimodalTeacher.prompt``), so both see the same tokens. And one setting:
+the projector's flash attention is left at mtmd's default (auto), as makd's in-process teacher leaves
+it; llama-cpp-python's handler would switch it off whenever the language model's is off, and the
+vision tower's output then differs by a few 1e-2 in log-probability with the tests' random projector.
 """
 
 from __future__ import annotations
@@ -95,6 +98,17 @@ def _install_string_content_handler() -> None:
             return out
 
     fmt.MTMDChatHandler = StringContentMTMDChatHandler  # the server looks it up by this name when it loads the model
+
+    import llama_cpp
+    import llama_cpp.mtmd_cpp as mtmd
+
+    init = mtmd.mtmd_init_from_file
+
+    def init_with_default_flash_attn(path, model, params):
+        params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_AUTO  # mtmd's default, as in makd's process
+        return init(path, model, params)
+
+    mtmd.mtmd_init_from_file = init_with_default_flash_attn
 
 
 if __name__ == "__main__":
