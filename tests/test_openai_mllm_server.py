@@ -3,14 +3,17 @@
 on loopback. The targets through the server must match makd's in-process llama.cpp multimodal teacher
 on the same images (same GGUF chat template, same pixels: the image travels as a lossless PNG).
 
-Tolerance: |p(yes) difference| <= 2e-3 and the log-odds within 2e-2 where both sides are exact. Why not
-exact: (1) the server evaluates each prompt whole and then the last prompt token again on its own
-(llama-cpp-python's generate), the in-process teacher the image prefix once and each question's suffix
-on top of it; llama.cpp's kernels sum in a different order for different batch shapes (the in-process
-cached and naive paths already differ by up to 1e-3 in log-odds, tests/test_mllm_backends.py); (2)
-llama-cpp-python reports log-probabilities before the logit_bias is applied, so a yes/no spelling
-outside the top 20 gets the floor (a bound, not its value) -- the metadata says so (``label_probs``
-``top-logprobs``, ``label_probs_floored``), and the spellings that matter (the likeliest) are listed.
+Tolerance: |p(yes) difference| <= 5e-4 and |log-odds difference| <= 5e-3 (measured: 3.6e-5 in p over
+6 images x 10 questions, bench/RESULTS.md). Why not exact: (1) the server evaluates each prompt whole
+and then its last token again on its own (llama-cpp-python's generate), the in-process teacher the
+image prefix once and each question's suffix on top of it: llama.cpp sums in another order for other
+batch shapes (the in-process cached and naive paths are allowed 1e-3 in log-odds apart,
+tests/test_mllm_backends.py); (2) llama-cpp-python reports log-probabilities before the logit_bias,
+so spellings outside the top 20 (" Yes", " yes" at about e^-11 here) are not counted, where the
+in-process teacher adds them (about 2e-4 relative); the metadata says so (``label_probs``:
+``top-logprobs``). The server's projector runs with flash attention at mtmd's default, as in makd's
+process (tests/llama_mtmd_server.py); with it switched off the vision tower moves log-probabilities
+by a few 1e-2 with this random projector.
 """
 
 from __future__ import annotations
@@ -85,10 +88,9 @@ def test_targets_through_the_server_match_the_in_process_teacher(server, gguf_an
     assert got.teacher == "openai:smollm2" and got.probs.shape == ref.probs.shape == (5, 3)
     assert got.meta["scoring"] == "chat/completions" and got.meta["score_endpoint"] == "absent"
     assert got.meta["yes_token_ids"] == ref.meta["yes_token_ids"]  # the server's tokenizer gave the same ids
-    np.testing.assert_allclose(got.probs, ref.probs, atol=2e-3)
-    exact = got.meta["label_probs_floored"] == 0
-    if exact:
-        np.testing.assert_allclose(got.logits, ref.logits, atol=2e-2)
+    np.testing.assert_allclose(got.probs, ref.probs, atol=5e-4)
+    np.testing.assert_allclose(got.logits, ref.logits, atol=5e-3)
+    assert got.meta["label_probs"] == "top-logprobs" and got.meta["label_probs_floored"] == 0  # Yes and No always listed
     assert np.abs(ref.logits).max() > 0.05 and np.ptp(ref.logits) > 0.05  # the answers are not all at 50 %
 
 
