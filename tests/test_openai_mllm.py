@@ -224,7 +224,9 @@ def test_exact_logodds_with_logit_bias_in_flight_and_in_order(split, tmp_path):
     assert set(body["logit_bias"]) == {str(i) for i in range(8)}
     assert body["messages"][0]["content"][1]["text"] == "Is the bird red? Answer yes or no."
     with FakeMultimodalServer() as one:
-        serial = run(OpenAIMultimodalTeacher("fake-vlm", api_base=one.url, concurrency=1), split, tmp_path / "c1.h5")
+        serial = extract_image_yesno(OpenAIMultimodalTeacher("fake-vlm", api_base=one.url, concurrency=1), split, qs(),
+                                     tmp_path / "c1.h5", classes=CLASSES, object_word="bird", num_workers=2,
+                                     progress=False)  # images PNG-encoded in DataLoader workers
         assert one.max_in_flight == 1
     np.testing.assert_array_equal(serial.logits, got.logits)  # in order, whatever finished first
 
