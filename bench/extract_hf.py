@@ -55,7 +55,8 @@ def load(model: str, device: str, dtype_name: str, random_weights: bool):
     elif random_weights:
         tok = AutoTokenizer.from_pretrained(model)
         torch.manual_seed(0)
-        lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model), dtype=dtype)
+        with torch.device(device):  # initialised where it runs: a 7B model's random init on the CPU takes minutes
+            lm = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model), dtype=dtype)
     else:
         tok = AutoTokenizer.from_pretrained(model)
         lm = AutoModelForCausalLM.from_pretrained(model, dtype=dtype)

@@ -37,6 +37,18 @@ def make_questions(q: int) -> list[str]:
 
 def tiny_llava(image_tokens_side: int = 16) -> HFMultimodalTeacher:
     """A random LLaVA with 256 image tokens (LLaVA-1.5 has 576) and a 4-layer, 256-wide language model."""
+    return random_llava(dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4),
+                        dict(hidden_size=256, intermediate_size=1024, num_hidden_layers=4, num_attention_heads=8,
+                             num_key_value_heads=8), image_tokens_side=image_tokens_side, name="tiny-random-llava")
+
+
+def random_llava(vision: dict, text: dict, *, image_tokens_side: int = 16, patch: int = 14, vocab_size: int | None = None,
+                 name: str = "random-llava", device: str = "cpu", dtype=None) -> HFMultimodalTeacher:
+    """A LLaVA-architecture model with random weights: a CLIP vision tower (``vision``: its config) on
+    ``patch * image_tokens_side`` px images (``image_tokens_side``^2 image tokens) and a Llama language
+    model (``text``); ``vocab_size`` sizes the embedding and output layers (default: the tokenizer's
+    1000 tokens, trained here on the questions). Built directly on ``device`` in ``dtype`` (GPU runs:
+    a 7B model is not initialised on the CPU)."""
     import transformers as tf
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
@@ -48,21 +60,26 @@ def tiny_llava(image_tokens_side: int = 16) -> HFMultimodalTeacher:
     tk.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=1000, special_tokens=specials, show_progress=False,
                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = tf.PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>")
-    side = 14 * image_tokens_side
+    side = patch * image_tokens_side
     cfg = tf.LlavaConfig(
-        vision_config=tf.CLIPVisionConfig(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                                          image_size=side, patch_size=14),
-        text_config=tf.LlamaConfig(vocab_size=len(tok), hidden_size=256, intermediate_size=1024, num_hidden_layers=4,
-                                   num_attention_heads=8, num_key_value_heads=8, max_position_embeddings=1024,
-                                   pad_token_id=tok.pad_token_id),
+        vision_config=tf.CLIPVisionConfig(**vision, image_size=side, patch_size=patch),
+        text_config=tf.LlamaConfig(vocab_size=max(vocab_size or 0, len(tok)), max_position_embeddings=4096,
+                                   pad_token_id=tok.pad_token_id, **text),
         image_token_id=tok.convert_tokens_to_ids("<image>"))
     torch.manual_seed(0)
     template = ("{% for m in messages %}USER: {% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
                 "{% else %}{{ c['text'] }}{% endif %}{% endfor %} {% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}")
     proc = tf.LlavaProcessor(image_processor=tf.CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side}),
-                             tokenizer=tok, patch_size=14, vision_feature_select_strategy="default",
+                             tokenizer=tok, patch_size=patch, vision_feature_select_strategy="default",
                              num_additional_image_tokens=1, chat_template=template)
-    return HFMultimodalTeacher(tf.LlavaForConditionalGeneration(cfg), proc, "tiny-random-llava")
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(dtype or default)  # parameters made in their dtype: no fp32 copy of 7B weights on the way
+    try:
+        with torch.device(device):
+            model = tf.LlavaForConditionalGeneration(cfg)
+    finally:
+        torch.set_default_dtype(default)
+    return HFMultimodalTeacher(model, proc, name)
 
 
 def sync(device) -> None:

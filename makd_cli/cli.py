@@ -125,7 +125,7 @@ def extract(
     mmproj: Optional[Path] = typer.Option(None, "--mmproj", help="--mllm MODEL.gguf: its llama.cpp vision projector (mmproj .gguf); runs without a GPU."),
     clip: Optional[str] = typer.Option(None, "--clip", help="CLIP teacher scoring class descriptions per image (LEAD)."),
     teacher: Optional[str] = typer.Option(None, "--teacher", help="Control teachers: random (Gaussian targets), word-embedding (class-name embeddings)."),
-    backend: str = typer.Option(_default(ExtractConfig, "backend"), help="Backend of --llm: {choices}."),
+    backend: str = typer.Option(_default(ExtractConfig, "backend"), help="Backend of --llm: {choices}; --mllm MODEL --backend openai: a server at --api-base (docs/servers.md)."),
     api_base: Optional[str] = typer.Option(None, help="OpenAI-compatible endpoint for --backend openai (key from $OPENAI_API_KEY)."),
     prompt_layout: str = typer.Option(_default(ExtractConfig, "prompt_layout"), help="paper: class name inside the question; class-last: question first, class last (faster, see docs); "
                                                           "lavid-reference: LaViD's reference prompt and bare label tokens; "

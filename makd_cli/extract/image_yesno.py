@@ -49,10 +49,12 @@ def extract_image_yesno(teacher, split: Split, questions: list[Question], out_pa
     fp = _fingerprint("image_yesno", teacher, prep.prompts, split, chunk_images, naive)
     if layout != "paper":  # the answer tokens read differ too (a paper run's fingerprint stays as it was)
         fp["prompt_layout"] = layout
-    res = run_chunks(split, teacher.preprocessor(prep, naive),
-                     lambda enc: teacher.yesno_from_encoded(enc, prep, batch_questions), len(texts),
+    batched = getattr(teacher, "batched_images", False)  # a server teacher: a chunk's requests in flight together
+    compute = ((lambda encs: teacher.yesno_batch(encs, prep)) if batched
+               else (lambda enc: teacher.yesno_from_encoded(enc, prep, batch_questions)))
+    res = run_chunks(split, teacher.preprocessor(prep, naive), compute, len(texts),
                      out=out_path, fingerprint=fp, chunk_images=chunk_images, num_workers=num_workers,
-                     resume=resume, progress=progress, label="image_yesno")
+                     resume=resume, progress=progress, label="image_yesno", batched=batched)
     targets = None
     if res is not None:
         logodds, ok, failed, errors = res
@@ -65,7 +67,8 @@ def extract_image_yesno(teacher, split: Split, questions: list[Question], out_pa
             meta={"source": "mllm", "model": teacher.name, "object_word": object_word, "prompt_layout": layout,
                   "answer_suffix": lay.suffix, "yes_token_ids": list(prep.yes_ids), "no_token_ids": list(prep.no_ids),
                   "answer_aggregation": "logsumexp",
-                  "logits": "z_yes - z_no", "naive": naive, "failed_images": report_failures(split, failed, errors, "image_yesno")},
+                  "logits": "z_yes - z_no", "naive": naive, "failed_images": report_failures(split, failed, errors, "image_yesno"),
+                  **(teacher.targets_meta() if hasattr(teacher, "targets_meta") else {})},
         )
     return finish(out_path, targets)
 

@@ -96,7 +96,7 @@ def _llm_layouts(cfg: ExtractConfig) -> tuple[str, ...]:
 
 def _run_mllm(cfg: ExtractConfig) -> dict:
     """MaKD's multimodal teacher: p(yes) per image and question, or zero-shot class scores. A ``.gguf``
-    MODEL with ``--mmproj`` runs on llama.cpp (CPU); anything else on transformers."""
+    MODEL with ``--mmproj`` runs on llama.cpp (CPU); ``--backend openai`` on a server; anything else on transformers."""
     from makd_cli.extract.image_yesno import extract_image_yesno, zero_shot_scores
     from makd_cli.teachers.backends import load_multimodal
 
@@ -111,8 +111,8 @@ def _run_mllm(cfg: ExtractConfig) -> dict:
             raise MakdError("--mllm --kind yesno needs --questions (yes/no aspect questions from `makd gen-questions --kind yesno`)")
         qs = read_questions(cfg.questions, kind="yesno")
     device = None if cfg.device in (None, "auto") else cfg.device
-    teacher = load_multimodal(cfg.mllm, options=cfg.options, device=device, trust_remote_code=cfg.trust_remote_code,
-                              mmproj=cfg.mmproj, threads=cfg.threads)
+    teacher = load_multimodal(cfg.mllm, cfg.backend, options=cfg.options, device=device, trust_remote_code=cfg.trust_remote_code,
+                              mmproj=cfg.mmproj, threads=cfg.threads, api_base=cfg.api_base)
     t0 = time.time()
     if cfg.kind == "yesno":
         t = extract_image_yesno(teacher, part, qs, cfg.output, classes=list(ds.classes), object_word=cfg.object_word,

@@ -4,7 +4,8 @@
 ``(spec, *, threads, seed, api_base, api_key_env, device, naive, **declared options) -> LanguageModel``;
 ``MULTIMODAL_BACKENDS`` (``extract --mllm``) hold factories ``(name, *, device, trust_remote_code, mmproj,
 threads) -> MultimodalTeacher`` plus a ``claims(name)`` test; the first backend whose test accepts the
-model name loads it. The factories import their implementation lazily, so listing backends is cheap.
+model name loads it, unless ``--backend`` names one with ``backend_flag`` (``openai``: a server, any
+model name). The factories import their implementation lazily, so listing backends is cheap.
 Every module of this package is imported on first use: a new backend file registers itself.
 """
 
@@ -28,16 +29,22 @@ def load_llm(spec: str, backend: str = "llama.cpp", **kwargs):
 
 
 def claiming_backend(name: str, backend: str | None = None) -> str:
-    """The multimodal backend that loads ``--mllm name``: the first whose ``claims`` accepts it (transformers last)."""
+    """The multimodal backend that loads ``--mllm name``: the one ``--backend`` names where a backend is
+    chosen by that flag alone (``openai``: a server), else the first whose ``claims`` accepts the name
+    (transformers last)."""
     entries = sorted(MULTIMODAL_BACKENDS.entries(), key=lambda e: getattr(e.obj, "priority", 0))
+    for entry in entries:
+        if backend is not None and getattr(entry.obj, "backend_flag", None) == backend:
+            return entry.name
     for entry in entries:
         if entry.obj.claims(name):
             return entry.name
     raise AssertionError("the transformers backend claims every name")  # pragma: no cover
 
 
-def load_multimodal(name: str, options: dict | None = None, **kwargs):
-    """Load multimodal teacher ``name`` with the backend that claims it; ``options``: the plug-in options
-    given (the backend's declared ones reach it, with their defaults)."""
-    entry = MULTIMODAL_BACKENDS.entry(claiming_backend(name))
+def load_multimodal(name: str, backend: str | None = None, options: dict | None = None, **kwargs):
+    """Load multimodal teacher ``name`` with its backend (``claiming_backend``); ``options``: the plug-in
+    options given (the backend's declared ones reach it, with their defaults); ``kwargs``: the common
+    settings (device, threads, api_base, ...)."""
+    entry = MULTIMODAL_BACKENDS.entry(claiming_backend(name, backend))
     return entry.obj(name, **kwargs, **option_values(entry.options, options or {}))
