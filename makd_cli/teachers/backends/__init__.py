@@ -47,4 +47,7 @@ def load_multimodal(name: str, backend: str | None = None, options: dict | None 
     options given (the backend's declared ones reach it, with their defaults); ``kwargs``: the common
     settings (device, threads, api_base, ...)."""
     entry = MULTIMODAL_BACKENDS.entry(claiming_backend(name, backend))
-    return entry.obj(name, **kwargs, **option_values(entry.options, options or {}))
+    keys = {o.key for o in entry.options}  # its declared options may come in kwargs too (the Python API)
+    given = {**{k: v for k, v in kwargs.items() if k in keys}, **(options or {})}
+    common = {k: v for k, v in kwargs.items() if k not in keys}
+    return entry.obj(name, **common, **option_values(entry.options, given))
