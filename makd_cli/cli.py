@@ -201,6 +201,10 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    hold_out_classes: Optional[str] = typer.Option(None, "--hold-out-classes", metavar="N[:SEED]|FILE",
+                                                   help="Leave classes out of training and validation (the test split keeps them) for "
+                                                        "`makd eval --unseen`: N classes chosen with SEED (default 0, the same for every "
+                                                        "--seed), or a file of class names, one a line. Recorded in the checkpoint."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -222,8 +226,11 @@ def train(
         control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
-        resume=resume, quiet=quiet or as_json, extra=plugin_options(),
+        resume=resume, quiet=quiet or as_json, extra=plugin_options(), hold_out_classes=hold_out_classes,
     )
+    from makd_cli.data.hold_out import check_hold_out_task
+
+    check_hold_out_task(cfg)
     results = train_runs(cfg, runs)
 
     def render():
@@ -289,6 +296,9 @@ def eval_(
                                       "per checkpoint protocol (val, and the papers' test-split choices), and --paper numbers."),
     paper: List[str] = typer.Option([], "--paper", help="RUN=NUMBER, the paper's figure for a run (a method, or METHOD.CONTROL); "
                                     "repeatable; implies --side-by-side."),
+    unseen: bool = typer.Option(False, "--unseen", help="Runs trained with --hold-out-classes: recognise the held-out classes by "
+                                "their teacher signatures through the extra outputs (lavid, makd): unseen top-1 and generalized "
+                                "zero-shot seen / unseen / harmonic mean, beside chance (docs/unseen.md)."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import EvalConfig, run_eval
@@ -299,7 +309,7 @@ def eval_(
     paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
     found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
                                 split=split, device=device, probe=probe, probe_epochs=probe_epochs, retrieval=retrieval,
-                                progress=not as_json))
+                                progress=not as_json, unseen=unseen))
     show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out,
               side_by_side=side_by_side, paper=paper_numbers)
 

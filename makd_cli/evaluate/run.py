@@ -30,6 +30,7 @@ class EvalConfig:
     probe_epochs: int = 100  # --probe sgd: the public code's 100 epochs
     retrieval: str = "test"  # leave-one-out within the test split; "train-test": test queries, training gallery
     progress: bool = True
+    unseen: bool = False  # the held-out classes' figures too (--hold-out-classes runs; evaluate/unseen.py)
 
 
 def detection_paths(paths: list[Path]) -> list[Path]:
@@ -55,6 +56,8 @@ def run_eval(cfg: EvalConfig) -> dict:
     paths = expand_checkpoints(list(cfg.checkpoints))
     targets = str(cfg.targets) if cfg.targets else None
     detection = detection_paths(paths)
+    if cfg.unseen and (cfg.split != "test" or detection):  # the held-out classes' images are in the test split alone
+        raise MakdError("--unseen scores classifiers' held-out classes on the test split: drop --split train and detection runs")
     if detection:  # COCO AP of detectors (detection/evaluate.py): a table of its own
         from makd_cli.detection.evaluate import detection_table, evaluate_detection
         from makd_cli.formats.checkpoint import load_checkpoint
@@ -74,6 +77,10 @@ def run_eval(cfg: EvalConfig) -> dict:
         for p in paths:
             results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
             advance(info=p.name)
+    if cfg.unseen:
+        from makd_cli.evaluate.unseen import add_unseen
+
+        add_unseen(results, paths, cfg.data, targets, dev)
     if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features
         from makd_cli.evaluate.probe import probe_checkpoint
 

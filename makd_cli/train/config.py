@@ -57,6 +57,7 @@ class TrainConfig:
     moco_momentum: float = 0.999
     moco_temperature: float = 0.2
     moco_dim: int | None = None  # output of the projection MLP; None: 128, or the description embeddings' width (--lead-student text)
+    hold_out_classes: str | None = None  # N[:SEED] or a class list file: classes left out of training (data/hold_out.py)
     extra: dict = field(default_factory=dict)  # options the chosen plug-ins declare, by key (dkd_alpha, ...)
 
     def __post_init__(self):

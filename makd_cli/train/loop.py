@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from makd_cli.data import load_dataset
+from makd_cli.data.hold_out import apply_hold_out
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
@@ -76,7 +77,7 @@ def _check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
         raise resume_mismatch(f"{out}/last.pt", "--task", was, now)
     # train_fraction and val_fraction decide which images train: another value would change the split mid-run
     for key in ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "train_fraction", "val_fraction",
-                "targets", "control", "select_by", "select_every"):
+                "targets", "control", "select_by", "select_every", "hold_out_classes"):
         if old.get(key, getattr(TrainConfig, key, None)) != getattr(cfg, key):  # a key older runs lack: its default
             raise resume_mismatch(f"{out}/last.pt", f"--{key.replace('_', '-')}", old.get(key), getattr(cfg, key))
 
@@ -103,6 +104,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
+    hold_out = apply_hold_out(cfg, ds)  # held-out classes leave training and validation (unseen-class eval)
     targets = _load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
@@ -167,6 +169,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
         "arch": cfg.student, "num_classes": len(ds.classes), "classes": list(ds.classes), "image_size": size,
         "native_size": ds.native_size, "head": head, "config": cfg.to_dict(),
         "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
+        **({"hold_out": hold_out} if hold_out else {}),
     }
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
