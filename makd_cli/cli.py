@@ -323,7 +323,8 @@ def inspect(
     view: str = typer.Option("auto", help="heatmap: classes x questions | question: one question's options per class (--question) | "
                                          "class: one class's most and least likely aspects (--class) | quality: target quality report | "
                                          "curves: losses and val top-1 per epoch | tsne: student vs teacher aspect outputs | "
-                                         "image: student vs teacher per aspect for one image (--image) | gradcam: where the student looks (--image). "
+                                         "image: student vs teacher per aspect for one image (--image) | gradcam: where the student looks (--image) | "
+                                         "unseen: which held-out class is mistaken for which, beside their signatures' distance (--hold-out-classes runs). "
                                          "auto: heatmap for targets, curves for runs."),
     question: Optional[str] = typer.Option(None, "--question", help="Question id (or 1-based position) for --view question; the colouring aspect of --view tsne."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Class name for --view class; the class to explain in --view gradcam (default: the predicted one)."),
