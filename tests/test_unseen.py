@@ -202,3 +202,13 @@ def test_hold_out_refuses_the_test_split_protocols_and_other_tasks(tmp_path):
                           epochs=1, quiet=True, device="cpu"))
     with pytest.raises(MakdError, match="the moco task does not take it"):
         check_hold_out_task(TrainConfig(data=str(data), out="x", method="lead-ssl", hold_out_classes="1"))
+
+
+def test_cli_bad_hold_out_is_one_line(tmp_path):
+    from conftest import make_imagefolder
+    from test_cli import assert_one_line_error, run_makd
+
+    data = make_imagefolder(tmp_path / "d", per_class_train=2, per_class_test=1)
+    proc = run_makd("train", "--data", data, "-o", tmp_path / "r", "--student", "small_cnn", "--epochs", "1", "--quiet",
+                    "--hold-out-classes", "two")
+    assert_one_line_error(proc, "give a number of classes (N or N:SEED) or a file")
