@@ -212,3 +212,34 @@ def test_cli_bad_hold_out_is_one_line(tmp_path):
     proc = run_makd("train", "--data", data, "-o", tmp_path / "r", "--student", "small_cnn", "--epochs", "1", "--quiet",
                     "--hold-out-classes", "two")
     assert_one_line_error(proc, "give a number of classes (N or N:SEED) or a file")
+
+
+def _result(seed, control, unseen_top1, held=("c1", "c2")):
+    unseen = None if unseen_top1 is None else {
+        "held_out": list(held), "unseen_top1": unseen_top1, "gzsl_seen": 80.0, "gzsl_unseen": 10.0 + seed, "gzsl_h": 20.0,
+        "chance_unseen_top1": 50.0, "chance_gzsl": 25.0}
+    return {"checkpoint": f"r/{control}/seed{seed}/best.pt", "data": "d", "student": "small_cnn", "method": "makd", "control": control,
+            "train_per_class": None, "epochs": 1, "selected_by": "val", "seed": seed, "settings": {"hold_out_classes": "2" if unseen else None},
+            "top1": 50.0, "top5": 90.0, "mean_per_class": 50.0, "unseen": unseen}
+
+
+def test_eval_table_aggregates_unseen_columns_over_seeds_and_prints_them():
+    import io
+
+    from rich.console import Console
+
+    from makd_cli.evaluate.report import comparison_table
+    from makd_cli.evaluate.unseen import print_unseen, unseen_markdown
+
+    results = [_result(0, None, 100.0), _result(1, None, 50.0), _result(0, "random-codes", 50.0), _result(0, "shuffled", None)]
+    table = comparison_table(results)
+    oracle = table[(table["control"] == "-")].iloc[0]
+    assert oracle["runs"] == 2 and oracle["unseen_top1"] == 75.0 and oracle["unseen_top1_std"] == 25.0
+    assert oracle["gzsl_unseen"] == 10.5 and oracle["chance_unseen_top1"] == 50.0
+    md = unseen_markdown(table)
+    assert "| makd | - | 2 | 2 | 75.00 ± 25.00 | 50.00 | 80.00 ± 0.00 |" in md  # hold_out_classes differs: a column
+    assert "random-codes" in md and "shuffled" not in md  # a run without held-out classes has no unseen row
+    assert "Held out: c1, c2." in md
+    console = Console(file=io.StringIO(), width=200)
+    print_unseen(table, console)
+    assert "75.00 ± 25.00" in console.file.getvalue()

@@ -211,6 +211,9 @@ def unseen_for_checkpoint(path: str, data: str | None = None, targets_path: str 
 
 
 # ------------------------------------------------------------------------------------ tables
+HEAD_NOTE = ("The top-1 of a held-out run in the accuracy table counts the held-out classes' test images, which its class head "
+             "never trained on.")
+
 def unseen_rows(table) -> "object":
     """The rows of an eval table that carry unseen-class figures."""
     return table[table["unseen_top1"].notna()] if "unseen_top1" in table else table.iloc[0:0]
@@ -238,7 +241,7 @@ def unseen_markdown(table) -> str:
     held = table.attrs.get("held_out") or []
     lines += ["", f"Held out: {'; '.join(held)}." if held else "", "Unseen classes (`makd eval --unseen`, docs/unseen.md): mean per-class top-1 (%), mean ± std over seeds. "
               "Unseen top-1: held-out classes' test images, held-out candidates only; GZSL: all test images, all classes as "
-              "candidates, scored by their signatures; H: harmonic mean of GZSL seen and unseen."]
+              "candidates, scored by their signatures; H: harmonic mean of GZSL seen and unseen. " + HEAD_NOTE]
     return "\n".join(lines)
 
 
@@ -270,7 +273,7 @@ def print_unseen(table, console) -> None:
     if rows.empty:
         return
     held = table.attrs.get("held_out") or []
-    t = Table(title="unseen classes: mean per-class top-1 (%)", caption=f"held out: {'; '.join(held)}" if held else None)
+    t = Table(title="unseen classes: mean per-class top-1 (%)", caption=(f"held out: {'; '.join(held)}. " if held else "") + HEAD_NOTE)
     differ = list(table.attrs.get("differ", []))
     for col in ("method", "control", *differ, "runs", "unseen top-1", "chance", "GZSL seen", "GZSL unseen", "GZSL H", "chance (GZSL)"):
         t.add_column(col, justify="left" if col in ("method", "control", *differ) else "right")
