@@ -243,3 +243,21 @@ def test_eval_table_aggregates_unseen_columns_over_seeds_and_prints_them():
     console = Console(file=io.StringIO(), width=200)
     print_unseen(table, console)
     assert "75.00 ± 25.00" in console.file.getvalue()
+
+
+def test_apply_hold_out_returns_a_copy_without_the_held_out_training_images():
+    from types import SimpleNamespace
+
+    from makd_cli.data.base import DatasetSplits, Split
+    from makd_cli.data.hold_out import apply_hold_out
+
+    train = Split([f"i{k}" for k in range(8)], [0, 1, 2, 3] * 2, lambda i: None)
+    test = Split(["t0", "t1", "t2", "t3"], [0, 1, 2, 3], lambda i: None)
+    ds = DatasetSplits("x", ["a", "b", "c", "d"], train, test)
+    cfg = SimpleNamespace(hold_out_classes="1:3", select_by="val", control=None)
+    kept, record = apply_hold_out(cfg, ds)
+    (held,) = record["classes"]
+    assert record == {"spec": "1:3", "seed": 3, "classes": [held]}
+    assert ds.classes.index(held) not in kept.train.labels and len(kept.train) == 6
+    assert len(ds.train) == 8 and kept.test is ds.test  # the loader's splits untouched; the test split keeps every class
+    assert apply_hold_out(SimpleNamespace(hold_out_classes=None), ds) == (ds, None)

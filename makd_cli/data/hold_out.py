@@ -17,6 +17,7 @@ published zero-shot split, for example); ``#`` starts a comment.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -63,12 +64,12 @@ def without_classes(split: Split, classes: list[str], held: list[str]) -> Split:
     return split.subset(np.flatnonzero(~np.isin(split.labels, drop)))
 
 
-def apply_hold_out(cfg, ds: DatasetSplits) -> dict | None:
-    """Drop the held-out classes' training images from ``ds`` (in place) for ``cfg.hold_out_classes``;
-    the record for the checkpoint (``hold_out``), or None when nothing is held out."""
+def apply_hold_out(cfg, ds: DatasetSplits) -> tuple[DatasetSplits, dict | None]:
+    """``ds`` without the held-out classes' training images (a copy: a loader may share its splits) and
+    the record for the checkpoint (``hold_out``); ``(ds, None)`` when ``cfg`` holds nothing out."""
     spec = getattr(cfg, "hold_out_classes", None)
     if not spec:
-        return None
+        return ds, None
     if cfg.select_by != "val":  # the test split holds the unseen classes: choosing an epoch on it would peek at them
         raise MakdError(f"--hold-out-classes chooses best.pt on the validation split of the seen classes; drop --select-by "
                         f"{cfg.select_by}, which reads the test split (and with it the held-out classes)")
@@ -76,8 +77,7 @@ def apply_hold_out(cfg, ds: DatasetSplits) -> dict | None:
         raise MakdError("--hold-out-classes needs a signature per class; the gaussian control draws one code per training "
                         "image, so the held-out classes would have none: use random-codes or shuffled")
     record = resolve_hold_out(spec, list(ds.classes))
-    ds.train = without_classes(ds.train, list(ds.classes), record["classes"])
-    return record
+    return replace(ds, train=without_classes(ds.train, list(ds.classes), record["classes"])), record
 
 
 def held_out_record(ckpt: dict) -> dict | None:

@@ -104,7 +104,7 @@ def _train(cfg: TrainConfig, device: torch.device, info) -> dict:
     out, last_path, best_path = run_paths(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
-    hold_out = apply_hold_out(cfg, ds)  # held-out classes leave training and validation (unseen-class eval)
+    ds, hold_out = apply_hold_out(cfg, ds)  # held-out classes leave training and validation (unseen-class eval)
     targets = _load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
         ds.train, len(ds.classes), cfg.val_fraction, cfg.per_class, cfg.train_fraction, cfg.seed
