@@ -220,6 +220,10 @@ def train(
                                    "seedN/ runs); without it a folder that holds a run is refused."),
     restart: bool = typer.Option(False, "--restart", help="Start the run in OUTPUT over, discarding its saved progress (as --overwrite); "
                                  "what a resume refused for changed inputs suggests."),
+    hold_out_classes: Optional[str] = typer.Option(None, "--hold-out-classes", metavar="N[:SEED]|FILE",
+                                                   help="Leave classes out of training and validation (the test split keeps them) for "
+                                                        "`makd eval --unseen`: N classes chosen with SEED (default 0, the same for every "
+                                                        "--seed), or a file of class names, one a line. Recorded in the checkpoint."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -236,7 +240,8 @@ def train(
                    weight_decay=weight_decay, aux_weight=aux_weight, control=control, per_class=per_class,
                    train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every,
                    image_size=image_size, pretrained=pretrained, seed=seed, workers=workers, device=device, compile=compile,
-                   resume=resume, quiet=quiet, overwrite=overwrite, restart=restart)
+                   resume=resume, quiet=quiet, overwrite=overwrite, restart=restart,
+                   hold_out_classes=hold_out_classes)
     paths = {"targets": targets, "teacher_ckpt": teacher_ckpt}
     given.update({k: str(v) for k, v in paths.items() if v is not None})
     if milestones is not None:
@@ -314,6 +319,9 @@ def eval_(
                                       "per checkpoint protocol (val, and the papers' test-split choices), and --paper numbers."),
     paper: List[str] = typer.Option([], "--paper", help="RUN=NUMBER, the paper's figure for a run (a method, or METHOD.CONTROL); "
                                     "repeatable; implies --side-by-side."),
+    unseen: bool = typer.Option(False, "--unseen", help="Runs trained with --hold-out-classes: recognise the held-out classes by "
+                                "their teacher signatures through the extra outputs (lavid, makd): unseen top-1 and generalized "
+                                "zero-shot seen / unseen / harmonic mean, beside chance (docs/unseen.md)."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import EvalConfig, run_eval
@@ -324,7 +332,7 @@ def eval_(
     paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
     found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
                                 split=split, device=device, probe=probe, probe_epochs=probe_epochs, retrieval=retrieval,
-                                progress=not as_json))
+                                progress=not as_json, unseen=unseen))
     show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out,
               side_by_side=side_by_side, paper=paper_numbers)
 
@@ -338,7 +346,8 @@ def inspect(
     view: str = typer.Option("auto", help="heatmap: classes x questions | question: one question's options per class (--question) | "
                                          "class: one class's most and least likely aspects (--class) | quality: target quality report | "
                                          "curves: losses and val top-1 per epoch | tsne: student vs teacher aspect outputs | "
-                                         "image: student vs teacher per aspect for one image (--image) | gradcam: where the student looks (--image). "
+                                         "image: student vs teacher per aspect for one image (--image) | gradcam: where the student looks (--image) | "
+                                         "unseen: which held-out class is mistaken for which, beside their signatures' distance (--hold-out-classes runs). "
                                          "auto: heatmap for targets, curves for runs."),
     question: Optional[str] = typer.Option(None, "--question", help="Question id (or 1-based position) for --view question; the colouring aspect of --view tsne."),
     class_name: Optional[str] = typer.Option(None, "--class", help="Class name for --view class; the class to explain in --view gradcam (default: the predicted one)."),

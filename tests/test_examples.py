@@ -51,6 +51,10 @@ def test_demo_makefile_dry_run(tmp_path):
     for run in ("ce", "lavid", "random-codes", "shuffled"):  # three seeds per row (issue 13)
         for seed in (0, 1, 2):
             assert f"--seed {seed}" in text and f"runs/{run}/seed{seed}" in text
+    # unseen classes (issue 26): the attribute-table oracle, its two controls and the embedded model's targets, held out
+    for run in ("unseen-oracle", "unseen-oracle-random-codes", "unseen-oracle-shuffled", "unseen-lavid"):
+        assert f"runs/{run}/seed2" in text
+    assert "--hold-out-classes 3" in text and "--targets attributes.h5" in text and "--unseen" in text
 
 
 def test_paper_makefile_paper_numbers_on_the_rows(tmp_path):

@@ -71,7 +71,9 @@ def world(tmp_path_factory):
     train(base_cfg(data, root / "teacher"))
     lavid = root / "lavid"
     train(base_cfg(data, lavid, method="lavid", targets=str(files["class_mcq"])))
-    return {"root": root, "data": data, "targets": files, "teacher": root / "teacher" / "best.pt", "lavid": lavid}
+    unseen = root / "unseen"  # one class held out, for --view unseen
+    train(base_cfg(data, unseen, method="lavid", targets=str(files["class_mcq"]), hold_out_classes="1"))
+    return {"root": root, "data": data, "targets": files, "teacher": root / "teacher" / "best.pt", "lavid": lavid, "unseen": unseen}
 
 
 def _needs(name: str):
@@ -109,6 +111,7 @@ VIEW_NEEDS = {
     "tsne": ("run", {"options": {"device": "cpu"}}),
     "image": ("run", {"options": {"device": "cpu", "images": ["0"]}}),
     "gradcam": ("run", {"options": {"device": "cpu", "images": ["0"]}}),
+    "unseen": ("unseen", {"options": {"device": "cpu"}}),  # a run with a held-out class
 }
 
 
@@ -120,7 +123,7 @@ def test_every_view_renders_a_file(world, name, tmp_path):
         other = tmp_path / "other.h5"
         write_targets(other, class_mcq_targets(seed=1))
         options["compare"] = [other]
-    src = world["lavid"] if source == "run" else world["targets"]["class_mcq"]
+    src = {"run": world["lavid"], "unseen": world["unseen"]}.get(source, world["targets"]["class_mcq"])
     picture = extra.get("picture", True)
     out = tmp_path / f"{name}.png" if picture else None
     cfg = InspectConfig(source=src, output=out, view=name, terminal=not picture, options=options,

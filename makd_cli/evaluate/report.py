@@ -17,6 +17,7 @@ from makd_cli.data.transforms import eval_transform
 from makd_cli.errors import MakdError
 from makd_cli.evaluate.metrics import classification_metrics
 from makd_cli.evaluate.predict import predict
+from makd_cli.evaluate.unseen import UNSEEN_METRICS, held_out_sets, unseen_table_columns
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
@@ -145,13 +146,16 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
         ag = r.get("aspect_agreement") or {}
         if "mae" in ag:
             row["aspect_mae"] = ag["mae"]
+        row.update(unseen_table_columns(r))  # eval --unseen on a run with held-out classes (evaluate/unseen.py)
         rows.append(row)
     df = pd.DataFrame(rows)
     df["control"] = df["control"].fillna("-")
     df["train_per_class"] = df["train_per_class"].fillna("all")
     df["selected_by"] = df["selected_by"].fillna("val")
-    metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae") if c in df]
-    return aggregate_seeds(df, metrics, differ)
+    metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae", *UNSEEN_METRICS) if c in df]
+    table = aggregate_seeds(df, metrics, differ)
+    table.attrs["held_out"] = held_out_sets(results)
+    return table
 
 
 def aggregate_seeds(df: pd.DataFrame, metrics: list[str], differ: list[str]) -> pd.DataFrame:

@@ -31,6 +31,7 @@ class EvalConfig:
     probe_epochs: int = 100  # --probe sgd: the public code's 100 epochs
     retrieval: str = "test"  # leave-one-out within the test split; "train-test": test queries, training gallery
     progress: bool = True
+    unseen: bool = False  # the held-out classes' figures too (--hold-out-classes runs; evaluate/unseen.py)
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -47,10 +48,14 @@ def run_eval(cfg: EvalConfig) -> dict:
     dev = str(resolve_device(cfg.device))
     paths = expand_checkpoints(list(cfg.checkpoints))
     targets = str(cfg.targets) if cfg.targets else None
+    if cfg.unseen and cfg.split != "test":  # the held-out classes' images are in the test split alone
+        raise MakdError("--unseen scores classifiers' held-out classes on the test split: drop --split train")
     for entry in EVALUATORS.entries():  # checkpoints of other tasks (a detector: COCO AP) get a table of their own
         claimed = [p for p in paths if entry.obj.claims(p)]  # each loaded when its turn comes (Table 7: 36 runs)
         if not claimed:
             continue
+        if cfg.unseen:
+            raise MakdError(f"--unseen scores classifiers' held-out classes; drop the {entry.name} runs")
         from makd_cli.formats.checkpoint import load_checkpoint
 
         if len(claimed) < len(paths) or cfg.probe:
@@ -68,6 +73,10 @@ def run_eval(cfg: EvalConfig) -> dict:
         for p in paths:
             results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
             advance(info=p.name)
+    if cfg.unseen:
+        from makd_cli.evaluate.unseen import add_unseen
+
+        add_unseen(results, paths, cfg.data, targets, dev)
     if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features
         from makd_cli.evaluate.probe import probe_checkpoint
 

@@ -13,6 +13,7 @@ from makd_cli.data.transforms import unreadable_note
 from makd_cli.evaluate.evaluators import EVALUATORS
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, side_by_side_markdown
 from makd_cli.evaluate.report import format_markdown
+from makd_cli.evaluate.unseen import print_unseen, unseen_markdown
 
 
 def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool, as_json: bool, console,
@@ -31,6 +32,8 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
         print(side_by_side_markdown(table, paper))
     elif fmt == "markdown":
         print(format_markdown(table))
+        if unseen_markdown(table):  # eval --unseen: the held-out runs' table below
+            print("\n" + unseen_markdown(table))
     elif fmt == "csv":
         print(table.to_csv(index=False), end="")
     else:
@@ -52,6 +55,7 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
                 console.print(f"{Path(r['checkpoint']).parent.name}: student vs teacher targets on {split}: MAE {ag['mae']:.4f}{auc}")
             if "worst_group" in r:
                 console.print(f"{Path(r['checkpoint']).parent.name}: worst-group accuracy {r['worst_group']:.2f}%")
+        print_unseen(table, console)
     if probe:
         _print_probe(results, fmt, console)
     if per_class:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from makd_cli.data import load_dataset
 from makd_cli.data.layout import require_classes
+from makd_cli.data.hold_out import apply_hold_out
 from makd_cli.data.splits import carve_train_val
 from makd_cli.data.transforms import (TorchSplit, WeakStrong, default_image_size, eval_transform, strong_train_transform,
                                       train_transform, unreadable_note)
@@ -48,6 +49,8 @@ def _teacher(cfg: TrainConfig, device):
 class Classify(TrainingTask):
     """CE + the METHODS terms on one student with a head of C + extra outputs."""
 
+    holds_out_classes = True  # --hold-out-classes: those classes never train (makd eval --unseen)
+
     def build(self, cfg: TrainConfig, env: Env) -> Built:
         return _build(cfg, env)  # defined below: the data, the student and its head, one step's loss
 
@@ -67,6 +70,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     device, info, workers = env.device, env.info, env.workers
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
+    ds, hold_out = apply_hold_out(cfg, ds)  # held-out classes leave training and validation (unseen-class eval)
     require_classes(ds, cfg.data)  # a one-class classifier reports 100% and learns nothing
     targets = load_targets(cfg, ds.classes, ds.train, ds.fine_classes)
     train_split, val_split = carve_train_val(
@@ -114,6 +118,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
         "arch": cfg.student, "num_classes": len(ds.classes), "classes": list(ds.classes), "image_size": size,
         "native_size": ds.native_size, "dataset": dataset_record(ds),
         "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
+        **({"hold_out": hold_out} if hold_out else {}),
     }
     tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
     two_views = any(t.views == 2 for t in terms)  # MLKD: each item is a weak and a strong view, stacked

@@ -60,6 +60,7 @@ class TrainingTask:
     methods: tuple[str, ...] = ()  # the --method values it owns; none: the task is chosen by --task NAME
     defaults: dict = {}  # schedule settings of --task NAME for flags not given (detection: COCO's 1x)
     progress = TrainProgress  # the progress bar and epoch line
+    holds_out_classes = False  # takes --hold-out-classes (unseen-class evaluation of its extra outputs)
 
     def check(self, cfg: TrainConfig) -> None:
         """Refuse settings the task cannot train, before anything is loaded (one line)."""
@@ -127,7 +128,7 @@ def load_targets(cfg: TrainConfig, classes: list[str], train_split=None, fine_cl
 
 # Settings that decide what a run trains on and how: another value on --resume is a different run.
 RESUME_KEYS = ("data", "method", "student", "epochs", "batch_size", "seed", "per_class", "train_fraction", "val_fraction",
-               "targets", "control", "select_by", "select_every")
+               "targets", "control", "select_by", "select_every", "hold_out_classes")
 
 
 def check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
@@ -142,8 +143,17 @@ def check_resume(ckpt: dict, cfg: TrainConfig, out: Path) -> None:
     check_resume_inputs(ckpt, cfg, out)  # the same paths, but the same contents? (targets and data by hash)
 
 
+def check_hold_out_task(cfg: TrainConfig) -> None:
+    """Only a task that declares it (``holds_out_classes``: classify) holds classes out; another says so in one line."""
+    task = task_of(cfg)
+    if cfg.hold_out_classes and not task.holds_out_classes:
+        raise MakdError(f"--hold-out-classes is for classifiers (unseen-class evaluation of their extra outputs); "
+                        f"the {task.name} task does not take it")
+
+
 def train_task(task: TrainingTask, cfg: TrainConfig) -> dict:
     """Train one run of ``task``: its GPU under torchrun, rank 0 writing under the run lock."""
+    check_hold_out_task(cfg)
     task.check(cfg)
     if os.environ.get("RANK", "0") == "0":  # before the run lock: --overwrite clears the folder under it
         check_run_folder(Path(cfg.out), runs=1, resume=cfg.resume, fresh=cfg.overwrite or cfg.restart)
