@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 import sys
 from contextlib import nullcontext
-from pathlib import Path
 
 import torch
 

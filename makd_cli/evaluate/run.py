@@ -74,7 +74,7 @@ def run_eval(cfg: EvalConfig) -> dict:
             results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
             advance(info=p.name)
     if cfg.unseen:
-        from makd_cli.evaluate.unseen import add_unseen
+        from makd_cli.evaluate.unseen_run import add_unseen
 
         add_unseen(results, paths, cfg.data, targets, dev)
     if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features

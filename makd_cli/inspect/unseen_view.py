@@ -19,7 +19,7 @@ from makd_cli.inspect.views import ViewRequest, register_view, save_figure
 def unseen_confusion(req: ViewRequest) -> dict:
     """The summed confusion, mean signature distances and per-class accuracy over the source's checkpoints."""
     from makd_cli.device import resolve_device
-    from makd_cli.evaluate.unseen import unseen_for_checkpoint
+    from makd_cli.evaluate.unseen_run import unseen_for_checkpoint
     from makd_cli.run_folder import run_checkpoints
 
     opts = req.options or {}

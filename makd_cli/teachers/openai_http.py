@@ -42,8 +42,6 @@ cannot forward them elsewhere.
 
 from __future__ import annotations
 
-import json
-import math
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 

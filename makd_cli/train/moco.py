@@ -303,7 +303,7 @@ def _online_teacher(cfg: TrainConfig, name: str | None, targets, device):
 
 
 def _build(cfg: TrainConfig, env: Env) -> Built:
-    device, info, workers = env.device, env.info, env.workers
+    device, info = env.device, env.info
     opts = moco_options(cfg)
 
     ds = load_dataset(cfg.data, seed=cfg.seed)
