@@ -201,6 +201,10 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    log: List[str] = typer.Option([], "--log", help="Experiment tracker, repeatable: tensorboard (event files in the run folder), "
+                                  "wandb, trackio (pip install 'makd[wandb]' / 'makd[trackio]'; their offline modes and variables apply), "
+                                  "csv (metrics.csv). Every epoch's losses, lr, val/test figures and images/s; the config as "
+                                  "hyperparameters. metrics.jsonl is written either way."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -209,6 +213,7 @@ def train(
     from makd_cli.cli_plugins import plugin_options
     from makd_cli.device import check_device_name
     from makd_cli.train import TrainConfig
+    from makd_cli.train.loggers import check_logger_names
     from makd_cli.train.runs import train_runs
 
     check_device_name(device)
@@ -222,7 +227,7 @@ def train(
         control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
-        resume=resume, quiet=quiet or as_json, extra=plugin_options(),
+        resume=resume, quiet=quiet or as_json, extra=plugin_options(), log=check_logger_names(log),
     )
     results = train_runs(cfg, runs)
 

@@ -108,7 +108,7 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
 # selected_by: the checkpoint protocol (--select-by); runs chosen on the test split are never averaged with others.
 GROUP_KEYS = ["data", "student", "method", "control", "train_per_class", "epochs", "selected_by"]
 # Settings that do not change what a run learns (or are the seed, which aggregation is over).
-NOT_A_SETTING = {"seed", "out", "resume", "quiet", "workers", "device", "compile", "data", "student", "method", "control",
+NOT_A_SETTING = {"seed", "out", "resume", "quiet", "log", "workers", "device", "compile", "data", "student", "method", "control",
                  "per_class", "epochs", "select_by", "select_every"}
 
 

@@ -52,6 +52,7 @@ class TrainConfig:
     compile: bool = False
     resume: bool = False
     quiet: bool = False
+    log: list[str] = field(default_factory=list)  # --log: experiment trackers (train/loggers.py); never changes a result
     # --method lead-ssl (MoCo v2, train/moco.py): the paper's memory size, key momentum and InfoNCE temperature.
     moco_queue: int = 65536
     moco_momentum: float = 0.999

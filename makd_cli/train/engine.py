@@ -25,6 +25,7 @@ from makd_cli.errors import MakdError
 from makd_cli.fileio import atomic_write_text
 from makd_cli.formats.checkpoint import save_checkpoint
 from makd_cli.train.distributed import DistInfo, all_reduce_sums, barrier
+from makd_cli.train.loggers import open_loggers
 
 
 def seed_everything(seed: int) -> None:
@@ -140,6 +141,7 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
                         "cannot be scored there: use --select-by val")
     if select_by != "val" and obj.keep == "latest":
         raise MakdError(f"--method {cfg.method} keeps its latest epoch (no labels to choose by); drop --select-by {select_by}")
+    loggers = open_loggers(cfg, run)  # --log: experiment trackers, rank 0 only (train/loggers.py)
     for epoch in range(run.start_epoch, cfg.epochs):
         epoch_seed = cfg.seed * 100_003 + epoch
         seed_everything(epoch_seed)
@@ -197,6 +199,8 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
             save_checkpoint(run.last_path, {**state, **obj.extra_state(), "optimizer": run.optimizer.state_dict(),
                                             "scheduler": run.scheduler.state_dict()})
             atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+            loggers.log_epoch(run.history)
         barrier(info)
         bar.end_epoch(record)
+    loggers.close()
     return run
