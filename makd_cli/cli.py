@@ -201,10 +201,10 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
-    log: List[str] = typer.Option([], "--log", help="Experiment tracker, repeatable: tensorboard (event files in the run folder), "
+    log: List[str] = typer.Option([], "--log", "--tracker", help="Experiment tracker, repeatable: tensorboard (event files in the run folder), "
                                   "wandb, trackio (pip install 'makd[wandb]' / 'makd[trackio]'; their offline modes and variables apply), "
                                   "csv (metrics.csv). Every epoch's losses, lr, val/test figures and images/s; the config as "
-                                  "hyperparameters. metrics.jsonl is written either way."),
+                                  "hyperparameters. metrics.jsonl is written either way. Under torchrun write --tracker (torchrun takes --log as its own --log-dir)."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 

@@ -182,7 +182,7 @@ def test_only_rank_zero_logs_under_torchrun(tiny_data, tmp_path):
     run = tmp_path / "run"
     cmd = [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "makd_cli", "train", "--data", str(tiny_data),
            "--student", "small_cnn", "--epochs", "2", "--batch-size", "8", "--device", "cpu", "-o", str(run), "--quiet",
-           "--log", "csv", "--log", "tensorboard"]
+           "--tracker", "csv", "--tracker", "tensorboard"]  # torchrun's parser takes --log for its --log-dir
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer: rank 0's

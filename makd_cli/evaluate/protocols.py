@@ -63,9 +63,10 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
     keys = ["method", "control"] + [c for c in ("student", "data", "train_per_class", "epochs") if table[c].nunique() > 1] + differ
     protocols = _protocol_order(table["selected_by"])
     worst = "worst_group" in table and table["worst_group"].notna().any()
+    last = "last_top1" in table  # best and last (evaluate/last_epoch.py): the last epoch's top-1 (its epoch) beside each protocol's
     head = list(keys)
     for p in protocols:
-        head += [f"top-1, {p}"] + ([f"worst group, {p}"] if worst else [])
+        head += [f"top-1, {p}"] + ([f"worst group, {p}"] if worst else []) + ([f"last epoch, {p}"] if last else [])
     head.append("paper")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, group in table.groupby(keys, sort=False, dropna=False):
@@ -80,7 +81,11 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
                     continue
                 r = row.iloc[0]
                 cells.append(f"{mean_std_cell(r, m)} ({int(r['runs'])})")
+            if last:
+                from makd_cli.evaluate.last_epoch import last_cell
+
+                cells.append("-" if row.empty else last_cell(row.iloc[0]))
         cells.append(paper.get(run_name(first), "-"))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Each cell: mean ± std (runs). " + TEST_NOTE + "."]
+    lines += ["", "Each cell: mean ± std (runs)" + ("; last epoch: its top-1 (epoch)" if last else "") + ". " + TEST_NOTE + "."]
     return "\n".join(lines)
