@@ -357,6 +357,38 @@ def inspect(
 
 
 # ---------------------------------------------------------------------------------------------
+class ReportFormat(str, Enum):
+    html = "html"
+    markdown = "markdown"
+
+
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run folders or checkpoints, as for `makd eval` (a folder of seedN/ runs is one row)."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The page to write (report.html, or report.md with --format markdown)."),
+    fmt: ReportFormat = typer.Option(ReportFormat.html, "--format", help="html: one self-contained file (pictures inline, nothing fetched); "
+                                     "markdown: Markdown with its pictures in OUTPUT_files/ beside it."),
+    paper: List[str] = typer.Option([], "--paper", help="RUN=NUMBER, the paper's figure for a run (as `makd eval --paper`); repeatable."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (default: the one each run was trained on)."),
+    device: str = typer.Option("auto", help="Where the evaluation runs: auto, cpu, cuda ..."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+):
+    """One page per comparison: makd eval's table (protocols, † marks, seed spread, best and last epoch, --paper),
+    training curves, per-class accuracy, and the targets' heatmap and quality report; each section names the
+    command that reproduces it."""
+    from makd_cli.evaluate.protocols import parse_paper
+    from makd_cli.fileio import check_output_path
+    from makd_cli.report.build import ReportConfig, build_report
+    from makd_cli.report.render import render_report
+
+    paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
+    check_output_path(output, "report")
+    cfg = ReportConfig(runs=list(runs), output=output, fmt=fmt.value, paper=paper_numbers, data=data, device=device, progress=not quiet)
+    written = render_report(build_report(cfg), output, fmt.value, runs)
+    out.print(f"wrote {written[0]}" + (f" and {len(written) - 1} pictures in {written[1].parent}" if len(written) > 1 else ""))
+
+
+# ---------------------------------------------------------------------------------------------
 @app.command()
 def select(
     targets: Path = typer.Argument(..., help="Targets from `makd extract` over an over-generated question set."),
