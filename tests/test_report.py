@@ -89,24 +89,22 @@ def _browser():
     return next((shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None)
 
 
-@pytest.mark.slow
-def test_report_in_headless_chromium(runs, tmp_path):
-    """Loaded through the DevTools protocol: every console message and every network request is recorded."""
-    browser = _browser()
-    if browser is None:
-        pytest.skip("no Chromium installed (apt-get install chromium)")
-    websocket = pytest.importorskip("websocket", reason="websocket-client is not installed (pip install websocket-client)")
-    page = render(runs, tmp_path / "report.html")
+def load_in_chromium(browser: str, page, screenshot, profile) -> list[dict]:
+    """Loads ``page`` in headless Chromium through the DevTools protocol, saves a full-page screenshot, and returns
+    every event seen (console messages, log entries, network requests)."""
+    import urllib.request
+
+    import websocket
+
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen([browser, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--remote-debugging-port={port}",
-                             f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,1600", "about:blank"],
+                             f"--user-data-dir={profile}", "--window-size=1280,1600", "about:blank"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    events = []
     try:
-        import urllib.request
-
-        for _ in range(100):
+        for _ in range(150):
             try:
                 targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
                 ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
@@ -114,10 +112,9 @@ def test_report_in_headless_chromium(runs, tmp_path):
             except Exception:
                 time.sleep(0.2)
         else:
-            pytest.fail("Chromium's DevTools endpoint did not come up")
+            raise AssertionError("Chromium's DevTools endpoint did not come up")
         ws = websocket.create_connection(ws_url, timeout=30, suppress_origin=True)
         ids = iter(range(1, 10_000))
-        events = []
 
         def call(method, **params):
             n = next(ids)
@@ -135,14 +132,27 @@ def test_report_in_headless_chromium(runs, tmp_path):
         while time.time() < deadline and not any(e.get("method") == "Page.loadEventFired" for e in events):
             events.append(json.loads(ws.recv()))
         assert any(e.get("method") == "Page.loadEventFired" for e in events), "the page did not finish loading"
+        time.sleep(0.5)  # late console messages
         shot = call("Page.captureScreenshot", format="png", captureBeyondViewport=True)
-        (tmp_path / "report.png").write_bytes(base64.b64decode(shot["data"]))
+        screenshot.write_bytes(base64.b64decode(shot["data"]))
         ws.close()
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+    return events
+
+
+@pytest.mark.slow
+def test_report_in_headless_chromium(runs, tmp_path):
+    """Every console message and every network request is recorded; a screenshot is saved under tmp_path."""
+    browser = _browser()
+    if browser is None:
+        pytest.skip("no Chromium installed (apt-get install chromium)")
+    pytest.importorskip("websocket", reason="websocket-client is not installed (pip install websocket-client)")
+    page = render(runs, tmp_path / "report.html")
+    events = load_in_chromium(browser, page, tmp_path / "report.png", tmp_path / "profile")
     requests = [e["params"]["request"]["url"] for e in events if e.get("method") == "Network.requestWillBeSent"]
-    assert all(u.startswith(("file:", "data:")) for u in requests), requests  # nothing leaves the machine
+    assert requests and all(u.startswith(("file:", "data:")) for u in requests), requests  # nothing leaves the machine
     errors = [e for e in events if e.get("method") == "Runtime.consoleAPICalled" and e["params"]["type"] in ("error", "warning")]
     errors += [e for e in events if e.get("method") == "Log.entryAdded" and e["params"]["entry"]["level"] in ("error", "warning")]
     errors += [e for e in events if e.get("method") == "Runtime.exceptionThrown"]

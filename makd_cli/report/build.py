@@ -110,7 +110,7 @@ def per_class_section(cfg: ReportConfig, results: list[dict]) -> Section | None:
     rows = [r for r in results if r.get("per_class")]
     if not rows:
         return None
-    names = [f"{Path(r['checkpoint']).parent.name}/{Path(r['checkpoint']).name}" for r in rows]
+    names = ["/".join(Path(r["checkpoint"]).parts[-3:-1]) for r in rows]  # RUN/seedK, or PARENT/RUN
     classes = list(rows[0]["per_class"])
     body = [[c] + ["-" if r["per_class"].get(c) is None else f"{r['per_class'][c]:.2f}" for r in rows] for c in classes]
     data = f" --data {shlex.quote(cfg.data)}" if cfg.data else ""
