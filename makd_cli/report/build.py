@@ -54,6 +54,11 @@ def markdown_rows(md: str) -> tuple[list[str], list[list[str]], str]:
     return cells[0], cells[2:], note
 
 
+def run_label(checkpoint: str) -> str:
+    """``RUN/seedK`` (or ``PARENT/RUN``) of a checkpoint: the folder name alone repeats across runs."""
+    return "/".join(Path(checkpoint).parts[-3:-1])
+
+
 def comparison_sections(cfg: ReportConfig, found: dict) -> list[Section]:
     from makd_cli.evaluate.protocols import side_by_side_markdown
     from makd_cli.evaluate.report import format_markdown
@@ -69,11 +74,14 @@ def comparison_sections(cfg: ReportConfig, found: dict) -> list[Section]:
                            "in the seed share a row. The epoch column is the one the checkpoint protocol chose; the last "
                            "column is the last epoch's top-1 (its epoch).",
                       tables=[{"head": head, "rows": rows, "note": note}])
+    agreement = []
     for r in found["results"]:
         ag = r.get("aspect_agreement") or {}
         if "mae" in ag:
             auc = f", mean AUC {ag['mean_auc']:.3f}" if ag.get("mean_auc") is not None else ""
-            section.pre.append(f"{Path(r['checkpoint']).parent.name}: student vs teacher targets: MAE {ag['mae']:.4f}{auc}")
+            agreement.append(f"{run_label(r['checkpoint'])}: student vs teacher targets: MAE {ag['mae']:.4f}{auc}")
+    if agreement:
+        section.pre.append("\n".join(agreement))
     sections = [section]
     if cfg.paper or table["selected_by"].nunique() > 1:
         head, rows, note = markdown_rows(side_by_side_markdown(table, cfg.paper))
@@ -94,7 +102,8 @@ def _png_of_view(source: Path, view: str, **kw) -> bytes:
 
 
 def curves_section(cfg: ReportConfig) -> Section:
-    section = Section("Training curves", " ; ".join(f"makd inspect {shlex.quote(str(r))} --view curves -o curves.png" for r in cfg.runs),
+    section = Section("Training curves", "\n".join(f"makd inspect {shlex.quote(str(r))} --view curves -o curves-{n}.png"
+                                                   for n, r in enumerate(cfg.runs, 1)),
                       text="Class loss, the method's losses and validation top-1 per epoch (dotted: learning-rate drops).")
     for n, run in enumerate(cfg.runs, 1):
         try:
@@ -110,7 +119,7 @@ def per_class_section(cfg: ReportConfig, results: list[dict]) -> Section | None:
     rows = [r for r in results if r.get("per_class")]
     if not rows:
         return None
-    names = ["/".join(Path(r["checkpoint"]).parts[-3:-1]) for r in rows]  # RUN/seedK, or PARENT/RUN
+    names = [run_label(r["checkpoint"]) for r in rows]
     classes = list(rows[0]["per_class"])
     body = [[c] + ["-" if r["per_class"].get(c) is None else f"{r['per_class'][c]:.2f}" for r in rows] for c in classes]
     data = f" --data {shlex.quote(cfg.data)}" if cfg.data else ""
