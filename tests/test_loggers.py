@@ -188,3 +188,13 @@ def test_only_rank_zero_logs_under_torchrun(tiny_data, tmp_path):
     assert len(list(run.glob("events.out.tfevents.*"))) == 1  # one writer: rank 0's
     assert len((run / "metrics.csv").read_text().splitlines()) == 3
     assert "failed" not in proc.stderr
+
+
+def test_cli_unknown_tracker_is_one_line_exit_2(tiny_data, tmp_path, capsys):
+    from makd_cli.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--data", str(tiny_data), "-o", str(tmp_path / "r"), "--log", "nope", "--epochs", "1"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and "unknown logger (--log) 'nope'; choose one of: csv, tensorboard, trackio, wandb" in " ".join(err.split())
+    assert not (tmp_path / "r").exists()  # checked before anything trains
