@@ -30,7 +30,7 @@ def test_registry_lists_every_tracker_and_each_has_a_help():
     assert {"tensorboard", "wandb", "trackio", "csv"} <= set(LOGGERS.names())
     for entry in LOGGERS.entries():
         assert entry.help and issubclass(entry.obj, EpochLogger)
-        assert entry.obj.requires is None or entry.obj.extra  # an optional package has an extra to install it
+    assert LOGGERS.get("wandb").extra == "wandb" and LOGGERS.get("trackio").extra == "trackio"  # optional extras
 
 
 def test_unknown_tracker_is_one_line():
@@ -168,11 +168,14 @@ def test_trackio_local_writes_its_database(tiny_data, tmp_path):
 
 
 def test_missing_extra_is_one_line(tiny_data, tmp_path, monkeypatch):
-    from makd_cli.train.loggers import WandbLogger
+    from makd_cli.train.loggers import TensorBoardLogger, WandbLogger
 
     monkeypatch.setattr(WandbLogger, "requires", "makd_no_such_module")
     with pytest.raises(MakdError, match=r"--log wandb needs the makd_no_such_module package: pip install 'makd\[wandb\]'"):
         check_logger_names(["wandb"])
+    monkeypatch.setattr(TensorBoardLogger, "requires", "makd_no_such_module")
+    with pytest.raises(MakdError, match="--log tensorboard needs the makd_no_such_module package: pip install makd_no_such_module"):
+        check_logger_names(["tensorboard"])
 
 
 @pytest.mark.slow

@@ -62,7 +62,7 @@ class EpochLogger:
     """Base class: a tracker receives every finished epoch's record."""
 
     requires: str | None = None  # module name the tracker imports (an optional extra)
-    extra: str | None = None  # pip extra that installs it: pip install 'makd[EXTRA]'
+    extra: str | None = None  # pip extra that installs it: pip install 'makd[EXTRA]'; None: pip install REQUIRES
 
     def __init__(self, ctx: LogContext):
         self.ctx = ctx
@@ -82,8 +82,7 @@ def numeric_metrics(record: dict) -> dict[str, float]:
 
 @register_logger("tensorboard", help="TensorBoard event files in the run folder (tensorboard --logdir runs/)")
 class TensorBoardLogger(EpochLogger):
-    requires = "tensorboard"
-    extra = "tensorboard"
+    requires = "tensorboard"  # a dependency of makd: missing only where it was uninstalled
 
     def __init__(self, ctx: LogContext):
         super().__init__(ctx)
@@ -197,7 +196,8 @@ def check_logger_names(names) -> list[str]:
     for name in names:
         cls = LOGGERS.get(name)
         if cls.requires and importlib.util.find_spec(cls.requires) is None:
-            raise MakdError(f"--log {name} needs the {cls.requires} package: pip install 'makd[{cls.extra or cls.requires}]'")
+            how = f"pip install 'makd[{cls.extra}]'" if cls.extra else f"pip install {cls.requires}"
+            raise MakdError(f"--log {name} needs the {cls.requires} package: {how}")
     return names
 
 
