@@ -69,8 +69,8 @@ RUN_DONE = $(foreach s,$(STUDENTS),$(foreach m,$(RUNS),$(foreach p,$(PROTOCOLS),
 PAPER_FLAGS = $(foreach r,$(RUNS),$(if $(PAPER_$(r)),--paper "$(r)=$(PAPER_$(r))"))
 published_file = $(if $(wildcard $(1)),$(1),$(error PUBLISHED: $(1) does not exist; LaViD publishes $(2) for cub200, stanfordcars, oxfordpets, flowers, fgvc_aircraft, caltech101 and waterbird))
 
-.PHONY: all results clean FORCE
-all: results
+.PHONY: all results report clean FORCE
+all: results report
 FORCE:
 
 $(WORK)/classes.txt:
@@ -142,6 +142,13 @@ $(WORK)/results.md: $(RUN_DONE)
 
 results: $(WORK)/results.md
 	@cat $<
+
+# One page with the same table, both protocols beside the paper's numbers, curves, per-class accuracy and the targets' views.
+$(WORK)/report.html: $(WORK)/results.md
+	$(MAKD) report $(foreach s,$(STUDENTS),$(foreach m,$(RUNS),$(foreach p,$(PROTOCOLS),$(WORK)/runs/$(s)/$(m)/$(p)))) $(PAPER_FLAGS) -o $@
+
+report: $(WORK)/report.html
+	@echo "Report: $(WORK)/report.html"
 
 clean:
 	rm -rf $(WORK)

@@ -224,6 +224,10 @@ def train(
                                                    help="Leave classes out of training and validation (the test split keeps them) for "
                                                         "`makd eval --unseen`: N classes chosen with SEED (default 0, the same for every "
                                                         "--seed), or a file of class names, one a line. Recorded in the checkpoint."),
+    log: List[str] = typer.Option([], "--log", "--tracker", help="Experiment tracker, repeatable: tensorboard (event files in the run folder), "
+                                  "wandb, trackio (pip install 'makd[wandb]' / 'makd[trackio]'; their offline modes and variables apply), "
+                                  "csv (metrics.csv). Every epoch's losses, lr, val/test figures and images/s; the config as "
+                                  "hyperparameters. metrics.jsonl is written either way. Under torchrun write --tracker (torchrun takes --log as its own --log-dir)."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -231,6 +235,7 @@ def train(
     that plug-in and listed under "Options of the plug-ins"."""
     from makd_cli.cli_plugins import plugin_options
     from makd_cli.device import check_device_name
+    from makd_cli.train.loggers import check_logger_names
     from makd_cli.train.runs import train_runs
 
     check_device_name(device)
@@ -248,6 +253,8 @@ def train(
         given["milestones"] = _milestones(milestones)
     if as_json:
         given["quiet"] = True
+    if log:
+        given["log"] = check_logger_names(log)
     cfg = TrainConfig.for_task(task, data=data, out=str(output), **given, options=plugin_options())
     results = train_runs(cfg, runs)
 
@@ -385,6 +392,38 @@ def inspect(
         print(json.dumps(result, indent=1, default=str))
     elif output:
         out.print(f"wrote {output}")
+
+
+# ---------------------------------------------------------------------------------------------
+class ReportFormat(str, Enum):
+    html = "html"
+    markdown = "markdown"
+
+
+@app.command()
+def report(
+    runs: List[Path] = typer.Argument(..., help="Run folders or checkpoints, as for `makd eval` (a folder of seedN/ runs is one row)."),
+    output: Path = typer.Option(Path("report.html"), "-o", "--output", help="The page to write (report.html, or report.md with --format markdown)."),
+    fmt: ReportFormat = typer.Option(ReportFormat.html, "--format", help="html: one self-contained file (pictures inline, nothing fetched); "
+                                     "markdown: Markdown with its pictures in OUTPUT_files/ beside it."),
+    paper: List[str] = typer.Option([], "--paper", help="RUN=NUMBER, the paper's figure for a run (as `makd eval --paper`); repeatable."),
+    data: Optional[str] = typer.Option(None, "--data", help="Dataset (default: the one each run was trained on)."),
+    device: str = typer.Option("auto", help="Where the evaluation runs: auto, cpu, cuda ..."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress output."),
+):
+    """One page per comparison: makd eval's table (protocols, † marks, seed spread, best and last epoch, --paper),
+    training curves, per-class accuracy, and the targets' heatmap and quality report; each section names the
+    command that reproduces it."""
+    from makd_cli.evaluate.protocols import parse_paper
+    from makd_cli.fileio import check_output_path
+    from makd_cli.report.build import ReportConfig, build_report
+    from makd_cli.report.render import render_report
+
+    paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
+    check_output_path(output, "report")
+    cfg = ReportConfig(runs=list(runs), output=output, fmt=fmt.value, paper=paper_numbers, data=data, device=device, progress=not quiet)
+    written = render_report(build_report(cfg), output, fmt.value, runs)
+    out.print(f"wrote {written[0]}" + (f" and {len(written) - 1} pictures in {written[1].parent}" if len(written) > 1 else ""))
 
 
 # ---------------------------------------------------------------------------------------------

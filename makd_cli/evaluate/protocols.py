@@ -82,9 +82,10 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
     keys = ["method", "control"] + [c for c in ("student", "data", "train_per_class", "epochs") if table[c].nunique() > 1] + differ
     protocols = _protocol_order(table["selected_by"])
     worst = "worst_group" in table and table["worst_group"].notna().any()
+    last = "last_top1" in table  # best and last (evaluate/last_epoch.py): the last epoch's top-1 (its epoch) beside each protocol's
     head = list(keys)
     for p in protocols:
-        head += [f"top-1, {p}"] + ([f"worst group, {p}"] if worst else [])
+        head += [f"top-1, {p}"] + ([f"worst group, {p}"] if worst else []) + ([f"last epoch, {p}"] if last else [])
     head.append("paper")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, group in table.groupby(keys, sort=False, dropna=False):
@@ -99,7 +100,16 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
                     continue
                 r = row.iloc[0]
                 cells.append(f"{mean_std_cell(r, m)} ({int(r['runs'])})")
+            if last:
+                cells.append("-" if row.empty else last_cell(row.iloc[0]))
         cells.append(paper.get(run_name(first), "-"))
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "Each cell: mean ± std (runs). " + TEST_NOTE + "."]
+    lines += ["", "Each cell: mean ± std (runs)" + ("; last epoch: its top-1 (epoch)" if last else "") + ". " + TEST_NOTE + "."]
     return "\n".join(lines)
+
+
+def last_cell(row) -> str:
+    """The last epoch's top-1 (mean ± std over seeds) and its epoch, for the printers."""
+    if "last_top1" not in row or row["last_top1"] != row["last_top1"]:
+        return "-"
+    return f"{mean_std_cell(row, 'last_top1')} ({row['last_epoch']})"

@@ -15,10 +15,11 @@ import pandas as pd
 from makd_cli.data import load_dataset
 from makd_cli.data.transforms import eval_transform
 from makd_cli.errors import MakdError
+from makd_cli.evaluate.last_epoch import checkpoint_epoch, epoch_span
 from makd_cli.evaluate.metrics import classification_metrics
 from makd_cli.evaluate.predict import predict
 from makd_cli.evaluate.unseen import UNSEEN_METRICS, held_out_sets, unseen_table_columns
-from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, mean_std_cell, protocol_label
+from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, last_cell, mean_std_cell, protocol_label
 from makd_cli.formats.checkpoint import load_checkpoint
 from makd_cli.formats.targets import read_targets
 from makd_cli.input_hashes import warn_if_targets_changed
@@ -105,6 +106,7 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
         "checkpoint": str(path), "data": data, "split": split, "student": ckpt["arch"], "method": cfg["method"],
         "control": cfg.get("control"), "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
         "train_per_class": cfg.get("per_class"), "selected_by": protocol_label(ckpt), "selection": ckpt.get("selection"),
+        "epoch": checkpoint_epoch(ckpt),
         **metrics, "aspect_agreement": agreement,
         "settings": run_settings(ckpt), "unreadable_images": pred.get("unreadable"),
     }
@@ -113,7 +115,7 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
 # selected_by: the checkpoint protocol (--select-by); runs chosen on the test split are never averaged with others.
 GROUP_KEYS = ["data", "student", "method", "control", "train_per_class", "epochs", "selected_by"]
 # Settings that do not change what a run learns (or are the seed, which aggregation is over).
-NOT_A_SETTING = {"seed", "out", "resume", "quiet", "workers", "device", "compile", "data", "student", "method", "control",
+NOT_A_SETTING = {"seed", "out", "resume", "quiet", "log", "workers", "device", "compile", "data", "student", "method", "control",
                  "per_class", "epochs", "select_by", "select_every"}
 
 
@@ -147,12 +149,14 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
         if "mae" in ag:
             row["aspect_mae"] = ag["mae"]
         row.update(unseen_table_columns(r))  # eval --unseen on a run with held-out classes (evaluate/unseen.py)
+        if r.get("last"):  # best and last (evaluate/last_epoch.py)
+            row.update(epoch=r.get("epoch"), last_top1=r["last"]["top1"], last_epoch=r["last"]["epoch"])
         rows.append(row)
     df = pd.DataFrame(rows)
     df["control"] = df["control"].fillna("-")
     df["train_per_class"] = df["train_per_class"].fillna("all")
     df["selected_by"] = df["selected_by"].fillna("val")
-    metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae", *UNSEEN_METRICS) if c in df]
+    metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae", "last_top1", *UNSEEN_METRICS) if c in df]
     table = aggregate_seeds(df, metrics, differ)
     table.attrs["held_out"] = held_out_sets(results)
     return table
@@ -165,6 +169,9 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str], differ: list[str]) -> 
     table = grouped[metrics].mean()
     std = grouped[metrics].std(ddof=0).fillna(0.0)
     table = table.join(std.add_suffix("_std"))
+    for col in ("epoch", "last_epoch"):  # the seeds' epochs, as one span (evaluate/last_epoch.py)
+        if col in df:
+            table[col] = grouped[col].agg(epoch_span)
     table["runs"] = grouped.size()
     table = table.reset_index()
     table.attrs["differ"] = differ  # the settings columns, for the printers
@@ -239,8 +246,13 @@ def format_markdown(table: pd.DataFrame) -> str:
         metrics.append(("worst_group", "worst group"))
     names = [c.replace("selected_by", "protocol") for c in cols]
     lines = ["| " + " | ".join(names + ["runs"] + [m[1] for m in metrics]) + " |", "|" + "---|" * (len(cols) + 1 + len(metrics))]
+    last = "last_top1" in table
+    if last:  # best and last: the chosen epoch, and the last epoch's top-1 (its epoch)
+        lines[0] = lines[0][:-1] + "| epoch | last epoch top-1 |"
+        lines[1] += "---|---|"
     for _, r in table.iterrows():
-        lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"]))] + [mean_std_cell(r, m[0]) for m in metrics]) + " |")
+        lines.append("| " + " | ".join([str(r[c]) for c in cols] + [str(int(r["runs"]))] + [mean_std_cell(r, m[0]) for m in metrics]
+                                       + ([str(r["epoch"]), last_cell(r)] if last else [])) + " |")
     if table["selected_by"].str.contains(TEST_MARK).any():
         lines += ["", TEST_NOTE + "."]
     return "\n".join(lines)

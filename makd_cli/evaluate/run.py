@@ -73,6 +73,9 @@ def run_eval(cfg: EvalConfig) -> dict:
         for p in paths:
             results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
             advance(info=p.name)
+    from makd_cli.evaluate.last_epoch import add_last_epochs  # the last epoch beside the chosen one
+
+    add_last_epochs(paths, results, lambda last: evaluate_checkpoint(last, cfg.data, targets, cfg.split, device=dev))
     if cfg.unseen:
         from makd_cli.evaluate.unseen_run import add_unseen
 

@@ -51,6 +51,7 @@ class TrainConfig:
     overwrite: bool = False  # replace a run already in -o (run_folder.check_run_folder)
     restart: bool = False  # start the run in -o over, its saved progress discarded (same effect as overwrite)
     quiet: bool = False
+    log: list[str] = field(default_factory=list)  # --log: experiment trackers (train/loggers.py); never changes a result
     hold_out_classes: str | None = None  # N[:SEED] or a class list file: classes left out of training (data/hold_out.py)
     # The options the chosen plug-ins declare (--kd-temperature, --aspect-loss, --moco-queue, ...): given
     # by key ({"kd_temperature": 4.0}); resolved to {"method:kd": {every option of kd}, ...}, the form the

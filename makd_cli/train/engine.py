@@ -26,6 +26,7 @@ from makd_cli.fileio import atomic_write_text
 from makd_cli.formats.checkpoint import save_checkpoint
 from makd_cli.train.distributed import DistInfo, all_reduce_sums, barrier
 from makd_cli.train.divergence import DivergenceGuard, chance_note
+from makd_cli.train.loggers import open_loggers
 
 
 def seed_everything(seed: int) -> None:
@@ -143,6 +144,7 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
     if select_by != "val" and obj.keep == "latest":
         raise MakdError(f"--method {cfg.method} keeps its latest epoch (no labels to choose by); drop --select-by {select_by}")
     guard = DivergenceGuard(obj.part_weights, obj.loss_hint)  # a non-finite or exploding term stops the run
+    loggers = open_loggers(cfg, run)  # --log: experiment trackers, rank 0 only (train/loggers.py)
     for epoch in range(run.start_epoch, cfg.epochs):
         epoch_seed = cfg.seed * 100_003 + epoch
         seed_everything(epoch_seed)
@@ -201,6 +203,8 @@ def fit(cfg, run: Run, obj: Objective, bar) -> Run:
             save_checkpoint(run.last_path, {**state, **obj.extra_state(), "optimizer": run.optimizer.state_dict(),
                                             "scheduler": run.scheduler.state_dict()})
             atomic_write_text(run.out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in run.history))
+            loggers.log_epoch(run.history)
         barrier(info)
         bar.end_epoch(record)
+    loggers.close()
     return run

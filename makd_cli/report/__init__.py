@@ -1,0 +1,1 @@
+"""``makd report``: one self-contained page (HTML, or Markdown with its pictures beside it) per comparison."""
