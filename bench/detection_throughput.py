@@ -38,7 +38,7 @@ def run(kind: str, coco: Path, targets: Path, out: Path, args) -> float:
     cfg = TrainConfig(data=f"coco:{coco}", out=str(out), task="detection", method=kind, student=args.student,
                       targets=str(targets) if kind == "makd" else None, epochs=args.epochs, batch_size=args.batch_size,
                       lr=0.005, weight_decay=1e-4, image_size=args.image_size, device=args.device, workers=0, quiet=True,
-                      extra=extra)
+                      options=extra)
     history = train_runs(cfg)[0]["history"][1:]  # the first epoch warms up
     per_epoch = args.images // args.batch_size * args.batch_size  # drop_last
     return per_epoch * len(history) / sum(r["seconds"] for r in history)

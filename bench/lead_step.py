@@ -113,7 +113,7 @@ def run(data: Path, targets: Path, out: Path, teacher: str, args) -> dict:
     try:
         train_moco(TrainConfig(data=str(data), out=str(out), method="lead-ssl", targets=str(targets), student=args.student,
                                epochs=1, batch_size=args.batch, lr=0.01, image_size=args.image_size, workers=0,
-                               device=args.device, quiet=True, moco_queue=4 * args.batch, extra={"lead_teacher": teacher}))
+                               device=args.device, quiet=True, options={"moco_queue": 4 * args.batch, "lead_teacher": teacher}))
     finally:
         moco.fit, CLIPTeacher.encode_views = real_fit, real_encode
     steps = [(b[0] - a[0], b[1] - a[1]) for a, b in zip(stamps, stamps[1:])]

@@ -62,7 +62,7 @@ def main() -> None:
             for name, extra in METHODS:
                 method = name.split(",")[0]
                 result = train(TrainConfig(out=str(tmp / f"{r}-{name}"), method=method, epochs=2,
-                                           teacher_ckpt=None if method == "ce" else teacher, extra=dict(extra), **common))
+                                           teacher_ckpt=None if method == "ce" else teacher, options=dict(extra), **common))
                 times[name].append(result["history"][1]["seconds"] / steps)  # epoch 1 warms up
     print(f"student {args.student}, {args.size} px, batch {args.batch_size}, {steps} steps per timed epoch, "
           f"{args.rounds} rounds, {torch.get_num_threads()} thread(s), {args.device}, torch {torch.__version__}, "

@@ -293,8 +293,8 @@ def test_reference_defaults():
     (ls,) = _terms("kd", logit_standardize=True)
     (dls,) = _terms("dkd", logit_standardize=True)
     assert (ls.temperature, ls.weight, dls.temperature) == (1.0, 0.5, 4.0)
-    # explicit values win; TrainConfig.kd_temperature arrives as "temperature"
-    (set_,) = _terms("kd", temperature=4.0, kd_weight=0.9, kd_ce_weight=0.1)
+    # explicit values win (each the option's own key: --kd-temperature is kd_temperature everywhere)
+    (set_,) = _terms("kd", kd_temperature=4.0, kd_weight=0.9, kd_ce_weight=0.1)
     assert (set_.temperature, set_.weight, set_.ce_weight) == (4.0, 0.9, 0.1)
     (mset,) = _terms("mlkd", kd_temperature=4.0, mlkd_views=1, mlkd_masks="none")
     assert (mset.temperatures, mset.views, mset.masks) == ((4.0, 3.0, 5.0, 2.0, 6.0), 1, False)
@@ -327,7 +327,7 @@ def test_standardized_kd_and_dkd_terms_match_the_ls_code():
     s, tt = rng.normal(size=(6, 4)) * 2, rng.normal(size=(6, 4)) * 5 + 1
     y = [0, 1, 2, 3, 0, 1]
     batch = Batch(torch.zeros(6, 1), torch.tensor(y), torch.arange(6), epoch=5, teacher_logits=t(tt))
-    (k,) = _terms("kd", logit_standardize=True, temperature=2.0, kd_weight=9.0)
+    (k,) = _terms("kd", logit_standardize=True, kd_temperature=2.0, kd_weight=9.0)
     want = 9.0 * kl_rows(softmax(ls_numpy(tt), 2.0), softmax(ls_numpy(s), 2.0)).mean() * 4
     assert k.loss(t(s), torch.zeros(6, 0), batch).item() == pytest.approx(want, rel=1e-9)
     (d,) = _terms("dkd", logit_standardize=True)
