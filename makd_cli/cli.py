@@ -192,7 +192,9 @@ def train(
     select_every: Optional[int] = typer.Option(None, "--select-every", min=1, help="Epochs between checks for best.pt (default: 5 for test-loss as "
                                                "LaViD's reference, else 1; the last epoch is always checked)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input side length (default: native size up to 64 px, else 224)."),
-    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache) or a local .pth/.safetensors file."),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache), "
+                                             "`torchvision` (torchvision's IMAGENET1K_V1 file in the torch hub cache, as LaViD and LEAD++ load) "
+                                             "or a local .pth/.safetensors file."),
     seed: int = typer.Option(0),
     runs: int = typer.Option(1, help="Train this many seeds (seed, seed+1, ...) into OUTPUT/seedN."),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers (default: 0 on small CPUs)."),
@@ -201,6 +203,11 @@ def train(
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUTPUT/last.pt."),
     quiet: bool = typer.Option(False, help="No progress output."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
+    init: str = typer.Option("timm", "--init", help="Initialisation: timm (timm's zero-init of each residual block's last BN scale; the "
+                             "extra outputs' head rows at zero) or reference (BN scales at 1 and PyTorch's default Linear init for every "
+                             "head row, as LaViD's and MaKD's code). Recorded in the checkpoint's config."),
+    test_resize: Optional[int] = typer.Option(None, "--test-resize", min=16, help="Test images: resize the shorter side to this, then "
+                                              "centre-crop --image-size (default: size x 256/224, i.e. 256 for 224 px, as LaViD; MaKD: 224)."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -222,7 +229,7 @@ def train(
         control=control, teacher_ckpt=str(teacher_ckpt) if teacher_ckpt else None, per_class=per_class,
         train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every, image_size=image_size,
         pretrained=str(pretrained) if pretrained else None, seed=seed, workers=workers, device=device, compile=compile,
-        resume=resume, quiet=quiet or as_json, extra=plugin_options(),
+        resume=resume, quiet=quiet or as_json, extra=plugin_options(), init=init, test_resize=test_resize,
     )
     results = train_runs(cfg, runs)
 
@@ -289,6 +296,8 @@ def eval_(
                                       "per checkpoint protocol (val, and the papers' test-split choices), and --paper numbers."),
     paper: List[str] = typer.Option([], "--paper", help="RUN=NUMBER, the paper's figure for a run (a method, or METHOD.CONTROL); "
                                     "repeatable; implies --side-by-side."),
+    test_resize: Optional[int] = typer.Option(None, "--test-resize", min=16, help="Test images: resize the shorter side to this before the "
+                                              "centre crop (default: the checkpoint's --test-resize; MaKD's code: 224)."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import EvalConfig, run_eval
@@ -299,7 +308,7 @@ def eval_(
     paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
     found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
                                 split=split, device=device, probe=probe, probe_epochs=probe_epochs, retrieval=retrieval,
-                                progress=not as_json))
+                                progress=not as_json, test_resize=test_resize))
     show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out,
               side_by_side=side_by_side, paper=paper_numbers)
 

@@ -160,12 +160,13 @@ class PluginGroup(TyperGroup):
         found = registry_for(name) if name else None
         info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
         if found is None or info is None:
-            return name, command, bare_flag_values(name, rest)
+            return name, command, recipe_args(ctx, name, command, bare_flag_values(name, rest))
         info = copy.copy(info)
         info.callback = with_plugin_options(info.callback, *found)
         app = self.typer_app
-        return name, typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                                      rich_markup_mode=app.rich_markup_mode), bare_flag_values(name, rest)
+        command = typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                   rich_markup_mode=app.rich_markup_mode)
+        return name, command, recipe_args(ctx, name, command, bare_flag_values(name, rest))
 
 
 # Options whose value may be left out: (command, flag) -> (what the bare flag stands for, its values).
@@ -186,6 +187,13 @@ def bare_flag_values(name: str | None, args: list[str]) -> list[str]:
         if arg in flags and (i + 1 == len(args) or args[i + 1] not in flags[arg][1]):
             out.append(flags[arg][0])
     return out
+
+
+def recipe_args(ctx, name, command, args):
+    """--recipe / --config written into the arguments, --dry-run answered (makd_cli/recipes)."""
+    from makd_cli.recipes.cli_hook import apply
+
+    return apply(ctx, name, command, args)
 
 
 def plugin_group(app: typer.Typer) -> typer.Typer:

@@ -30,6 +30,7 @@ class EvalConfig:
     probe_epochs: int = 100  # --probe sgd: the public code's 100 epochs
     retrieval: str = "test"  # leave-one-out within the test split; "train-test": test queries, training gallery
     progress: bool = True
+    test_resize: int | None = None  # --test-resize: None uses each checkpoint's own (its training --test-resize)
 
 
 def detection_paths(paths: list[Path]) -> list[Path]:
@@ -72,7 +73,7 @@ def run_eval(cfg: EvalConfig) -> dict:
     results = []
     with progress_bar("evaluate", len(paths), cfg.progress) as advance:
         for p in paths:
-            results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
+            results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev, test_resize=cfg.test_resize))
             advance(info=p.name)
     if cfg.probe:  # LEAD's self-supervised protocol: linear probe and retrieval on frozen features
         from makd_cli.evaluate.probe import probe_checkpoint

@@ -57,6 +57,8 @@ class TrainConfig:
     moco_momentum: float = 0.999
     moco_temperature: float = 0.2
     moco_dim: int | None = None  # output of the projection MLP; None: 128, or the description embeddings' width (--lead-student text)
+    init: str = "timm"  # --init: timm (zero-init residual BN scales and aux rows) or reference (LaViD's and MaKD's code)
+    test_resize: int | None = None  # --test-resize: shorter side before the centre crop at test time (None: size x 256/224)
     extra: dict = field(default_factory=dict)  # options the chosen plug-ins declare, by key (dkd_alpha, ...)
 
     def __post_init__(self):

@@ -320,7 +320,7 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     size = cfg.image_size or default_image_size(ds.native_size)
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
-    model = build_student(cfg.student, C, 0, size, cfg.pretrained).to(device)
+    model = build_student(cfg.student, C, 0, size, cfg.pretrained, init=cfg.init).to(device)
     features = model.fc.in_features
     # --lead-student text: the projection lives in CLIP's embedding space, so its width is the embeddings'
     proj_dim = text_emb.shape[1] if student_kind == "text" else (cfg.moco_dim or 128)
