@@ -70,6 +70,8 @@ def gen_questions(
     max_tokens: int = typer.Option(70, "--max-tokens", min=1, help="description: CLIP token limit per description."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report instead of text."),
+    prompt_class_names: str = typer.Option("folder", "--class-names", help="mcq, yesno: the class names the writer's prompt lists: "
+                                           "folder (the --classes file as is) or lavid (LaViD's list for those classes)."),
 ):
     """Have an LLM write questions about the classes; every item is validated before it is kept.
 
@@ -82,7 +84,7 @@ def gen_questions(
     report = run_gen_questions(GenQuestionsConfig(
         classes=classes, output=output, kind=kind.value, n=n, options=options, select=select, llm=llm, backend=backend,
         api_base=api_base, seed=seed, retries=retries, temperature=temperature, max_tokens=max_tokens, threads=threads,
-        progress=not as_json, backend_options=plugin_options()))
+        progress=not as_json, backend_options=plugin_options(), prompt_class_names=prompt_class_names))
 
     def render():
         r = report
@@ -127,6 +129,9 @@ def extract(
     seed: int = typer.Option(0, help="Seed for control teachers."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (classes, questions, seconds, prompts/s)."),
+    prompt_class_names: str = typer.Option("folder", "--class-names", help="--llm: the names the prompts ask by: folder (makd's reader "
+                                           "names), lavid (LaViD's class lists, so the prompts are the reference's byte for byte; the "
+                                           "targets' rows keep makd's names) or makd (refused: MaKD publishes no list)."),
 ):
     """Have a teacher answer the questions; write targets.h5 (resumes after an interruption)."""
     from makd_cli.cli_plugins import plugin_options
@@ -141,7 +146,7 @@ def extract(
         backend=backend, api_base=api_base, backend_options=plugin_options(), prompt_layout=prompt_layout, labels=labels,
         temperature=temperature, kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
         batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj, restart=restart, seed=seed,
-        threads=threads, progress=not as_json))
+        threads=threads, progress=not as_json, prompt_class_names=prompt_class_names))
 
     def render():
         s = summary

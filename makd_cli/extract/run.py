@@ -52,6 +52,7 @@ class ExtractConfig:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    prompt_class_names: str = "folder"  # --class-names: folder (makd's names) or lavid (the reference's list; recipes/class_names)
 
 
 def run_extract(cfg: ExtractConfig | None = None, **fields_) -> dict:
@@ -71,7 +72,7 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
                 temperature: float, restart: bool, seed: int, threads: int | None, progress: bool = True,
                 kind: str = "yesno", split: str = "train", object_word: str = "object", trust_remote_code: bool = False,
                 batch_questions: int = 64, workers: int = 2, device: str | None = None, api_base: str | None = None, mmproj: Path | None = None,
-                backend_options: dict | None = None) -> dict:
+                backend_options: dict | None = None, prompt_class_names: str = "folder") -> dict:
     chosen = [name for name, v in (("--llm", llm), ("--mllm", mllm), ("--clip", clip), ("--teacher", teacher)) if v]
     if len(chosen) != 1:
         raise MakdError("choose exactly one teacher: --llm MODEL, --mllm MODEL, --clip MODEL or --teacher random|word-embedding"
@@ -99,6 +100,9 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
         raise MakdError("--llm needs --questions (a file from `makd gen-questions`)")
     qs = read_questions(questions)
     class_names = _class_list(classes, data)
+    from makd_cli.recipes.class_names import prompt_names
+
+    asked_as = prompt_names(prompt_class_names, class_names, data.split(":", 1)[0] if data and ":" in data else None)
     from makd_cli.extract.class_options import extract_class_answers
     from makd_cli.teachers.registry import load_llm
 
@@ -108,6 +112,7 @@ def _run_extract(*, output: Path, questions: Path | None, classes: Path | None, 
         _, summary = extract_class_answers(
             model, qs, class_names, str(output), questions_sha256=sha256_file(questions), layout=prompt_layout,
             label_set=labels, temperature=temperature, restart=restart, on_unit=lambda key: advance(info=key),
+            prompt_names=None if asked_as == class_names else asked_as,
         )
     return {**summary, "output": str(output), "teacher": model.name}
 
