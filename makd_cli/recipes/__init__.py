@@ -104,14 +104,18 @@ def _flags_for(data: dict, command: str, where: str) -> dict:
 
 def load_recipe(name: str, command: str, dataset: str | None = None) -> list[Layer]:
     """The layers of ``--recipe NAME`` for ``command``: its ``base`` recipes first, then NAME, then NAME-DATASET."""
-    layers, seen = [], set()
+    layers, seen, chain = [], set(), []
 
     def add(n: str, required: bool) -> None:
-        if n in seen:
+        if n in chain:
             raise MakdError(f"recipe {n} includes itself through base = ...")
+        if n in seen:  # already layered (lavid-cub's base lavid, after --recipe lavid)
+            return
         seen.add(n)
+        chain.append(n)
         found = _recipe_text(n)
         if found is None:
+            chain.pop()
             if required:
                 raise MakdError(f"--recipe {n!r} is unknown; recipes: {', '.join(recipe_names())}")
             return
@@ -120,6 +124,7 @@ def load_recipe(name: str, command: str, dataset: str | None = None) -> list[Lay
         if data.get("base"):
             add(str(data["base"]), True)
         layers.append(Layer(f"recipe {n}", path, _flags_for(data, command, path), _comments(text)))
+        chain.pop()
 
     add(name, True)
     if dataset and "-" not in name:
@@ -185,7 +190,7 @@ def _given(params, args: list[str]) -> set[str]:
 
 
 def _as_args(flag: str, param, value, where: str) -> list[str]:
-    opt = "--" + flag
+    opt = ("-" if len(flag) == 1 else "--") + flag
     if getattr(param, "is_flag", False) or isinstance(value, bool):
         if not isinstance(value, bool):
             raise MakdError(f"{where}: {flag} is a switch; give true or false")
@@ -211,7 +216,7 @@ def expand(command: str, click_command, args: list[str]) -> Expansion:
     global _last
     rest, meta = _take_meta(list(args))
     params = [p for p in click_command.params if getattr(p, "opts", None)]
-    by_flag = {o[2:]: p for p in params for o in _opts(p) if o.startswith("--")}
+    by_flag = {o.lstrip("-"): p for p in params for o in _opts(p) if o.startswith("--") or len(o) == 2}  # n = 50 is -n 50
     given = _given(params, rest)
     layers: list[Layer] = []
     if "recipe" in meta:
