@@ -25,13 +25,23 @@ LEAD_HEADER = ["class name", "description"]
 
 
 def read_lead_pp_csv(text: str, where: str) -> list[tuple[str, str]]:
+    return _read_lead_pp(text, where)[0]
+
+
+def _read_lead_pp(text: str, where: str) -> tuple[list[tuple[str, str]], bool]:
+    """The rows, and whether the file has a third, empty column (``output_gptRandomLabel_bird.csv``'s header
+    ends in a comma)."""
     rows = list(csv.reader(io.StringIO(text)))
-    if not rows or [c.strip().lower() for c in rows[0]] != LEAD_HEADER:
+    head = [c.strip().lower() for c in rows[0]] if rows else []
+    extra = head == LEAD_HEADER + [""]
+    if head != LEAD_HEADER and not extra:
         raise MakdError(f"{where}: not a LEAD++ description file; its first line must be `class name,description`")
     out = []
     for i, row in enumerate(rows[1:], 2):
         if not row:
             continue
+        if extra and len(row) == 3 and not row[2]:
+            row = row[:2]
         if len(row) != 2 or not row[0].strip() or not row[1].strip():
             raise MakdError(f"{where}:{i}: expected `class name,description` (two fields), found {len(row)} field(s)")
         out.append((row[0], row[1]))
@@ -41,14 +51,15 @@ def read_lead_pp_csv(text: str, where: str) -> list[tuple[str, str]]:
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
         raise MakdError(f"{where}: class(es) described twice: {', '.join(map(repr, dup))}; LEAD takes one description per class")
-    return out
+    return out, extra
 
 
-def write_lead_pp_csv(rows: list[tuple[str, str]]) -> str:
+def write_lead_pp_csv(rows: list[tuple[str, str]], extra_column: bool = False) -> str:
     buf = io.StringIO(newline="")
     w = csv.writer(buf)  # the published files: minimal quoting, \r\n line ends
-    w.writerow(LEAD_HEADER)
-    w.writerows(rows)
+    tail = [""] if extra_column else []
+    w.writerow(LEAD_HEADER + tail)
+    w.writerows([list(r) + tail for r in rows])
     return buf.getvalue()
 
 
@@ -84,8 +95,9 @@ def _renamed(name: str, rename: dict[str, str]) -> str:
 def descriptions(fmt: str, text: str, where: str, rename: dict[str, str]) -> list[Question]:
     """One description question per class; ``rename``: the file's class name -> makd's."""
     if fmt == "lead-pp":
-        return [Question("description", d, class_name=_renamed(n, rename), source={"format": fmt, "name": n})
-                for n, d in read_lead_pp_csv(text, where)]
+        rows, extra = _read_lead_pp(text, where)
+        return [Question("description", d, class_name=_renamed(n, rename),
+                         source={"format": fmt, "name": n, **({"extra_column": True} if extra else {})}) for n, d in rows]
     data = read_concept_json(text, where, fmt)
     out = []
     for n, items in data.items():
@@ -116,7 +128,7 @@ def export_text(questions: list[Question], fmt: str) -> str:
         raise MakdError("export descriptions writes description questions (`makd import descriptions`, `gen-questions --kind description`)")
     name = lambda q: (q.source or {}).get("name") or q.class_name  # noqa: E731 - the file's own class name
     if fmt == "lead-pp":
-        return write_lead_pp_csv([(name(q), q.text) for q in questions])
+        return write_lead_pp_csv([(name(q), q.text) for q in questions], any((q.source or {}).get("extra_column") for q in questions))
     missing = [q.id for q in questions if "items" not in (q.source or {})]
     if missing:
         raise MakdError(f"--to {fmt}: {len(missing)} description(s) have no descriptor list (first: {missing[0]}); only "
