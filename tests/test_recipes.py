@@ -74,6 +74,7 @@ LEAD_TRAIN = {
     "--weight-decay": 5e-4,        # run_train.sh:20
     "--moco-temperature": 0.27,    # run_train.sh:21
     "--moco-momentum": 0.999,      # run_train.sh:22
+    "--moco-key-updates": 3,       # main.py:189-191, models.py:191
     "--moco-queue": 65536,         # main.py:46
     "--moco-dim": 512,             # main.py:45
     "--lead-kl-weight": 20.0,      # run_train.sh:24

@@ -138,3 +138,17 @@ def test_bad_lead_file_is_one_line(tmp_path, text, message):
     assert e.value.code == 2
     r = runner.invoke(app, ["import", "descriptions", str(src), "-o", str(tmp_path / "d.jsonl")])
     assert message in str(r.exception)
+
+
+def test_three_key_updates_are_one_with_momentum_cubed():
+    from torch import nn
+
+    from makd_cli.train.moco import momentum_update
+
+    torch.manual_seed(0)
+    q, k3, k1 = nn.Linear(4, 3), nn.Linear(4, 3), nn.Linear(4, 3)
+    k1.load_state_dict(k3.state_dict())
+    for _ in range(3):  # LEAD++: three forward passes per step, each updating the key encoder (--moco-key-updates 3)
+        momentum_update(q, k3, 0.9)
+    momentum_update(q, k1, 0.9 ** 3)
+    assert torch.allclose(k3.weight, k1.weight, atol=1e-6)

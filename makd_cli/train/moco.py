@@ -397,6 +397,7 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
     out.mkdir(parents=True, exist_ok=True)
     m, temp = cfg.moco_momentum, cfg.moco_temperature
+    key_updates = int(cfg.extra.get("moco_key_updates") or 1)  # LEAD++: 3 per step (its three forward passes)
     keys = {}  # this step's keys (every process's, under torchrun), queued after the optimizer step
     clock = TeacherClock()
 
@@ -421,8 +422,9 @@ def _train_moco(cfg: TrainConfig, device: torch.device, info: DistInfo) -> dict:
         with autocast():
             z, class_logits = step_query(v1)
             with torch.no_grad():
-                momentum_update(model.backbone, key_backbone, m)
-                momentum_update(proj, key_proj, m)
+                for _ in range(key_updates):
+                    momentum_update(model.backbone, key_backbone, m)
+                    momentum_update(proj, key_proj, m)
                 all_keys = shuffled_keys(encode_keys, v2, info)
         # the losses in fp32: bf16 similarities / 0.2 would be coarse
         q = F.normalize(z.float(), dim=1)

@@ -52,6 +52,8 @@ TASKS.add("moco", Task(_moco, ("lead-ssl",)), "LEAD's self-supervised MoCo v2 wi
                                           "sees a batch shuffled across the processes (MoCo's shuffle-BN); one process has no "
                                           "such shuffle.", min=0, max=1),
     Option("moco-temperature", float, 0.2, "--method lead-ssl: InfoNCE temperature.", min=0),
+    Option("moco-key-updates", int, 1, "--method lead-ssl: momentum updates of the key encoder per step (LEAD++'s code runs its "
+                                       "model three times per step, each updating it: 3, i.e. k = m^3 k + (1 - m^3) q).", min=1),
     Option("moco-dim", int, None, "--method lead-ssl: output width of the projection MLP (default 128; with --lead-student "
                                   "text it is the width of the description embeddings, 512 for CLIP ViT-B/16 as in the "
                                   "public code, and another value is an error).", min=1),
