@@ -96,6 +96,12 @@ def test_lavid_recipe_per_dataset(tmp_path, dataset):
     assert rows["--aux-weight"][1] == f"recipe lavid-{dataset}"
 
 
+def test_lavid_waterbirds_chooses_on_validation(tmp_path):
+    rows = dry_run("train", "--data", f"waterbirds:{tmp_path}", "-o", str(tmp_path / "r"), "--recipe", "lavid")
+    # utils.py:76-82: Waterbirds' val loader is its own val split; train.py:175 checks every 5 epochs
+    assert recipe_values(rows) == {**LAVID_TRAIN, "--aux-weight": 40.0, "--select-by": "val", "--val-fraction": 0.1}
+
+
 def test_lead_recipe_is_the_public_code(tmp_path):
     rows = dry_run("train", "--data", "fashion-mnist", "-o", str(tmp_path / "r"), "--recipe", "lead")
     assert recipe_values(rows) == LEAD_TRAIN
