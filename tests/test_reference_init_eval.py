@@ -152,3 +152,20 @@ def test_three_key_updates_are_one_with_momentum_cubed():
         momentum_update(q, k3, 0.9)
     momentum_update(q, k1, 0.9 ** 3)
     assert torch.allclose(k3.weight, k1.weight, atol=1e-6)
+
+
+def test_side_by_side_has_the_all_outputs_column():
+    from makd_cli.evaluate.protocols import side_by_side_markdown
+    from makd_cli.evaluate.report import comparison_table
+
+    def result(method, seed, top1, every=None):
+        r = {"data": "cars", "student": "resnet18", "method": method, "control": None, "train_per_class": None, "epochs": 240,
+             "selected_by": "test-acc", "seed": seed, "settings": {}, "top1": top1, "top5": 99.0, "mean_per_class": top1,
+             "aspect_agreement": None}
+        return {**r, "top1_all_outputs": every} if every is not None else r
+
+    table = comparison_table([result("ce", 0, 70.0), result("makd", 0, 80.0, 79.0), result("makd", 1, 82.0, 80.0)])
+    text = side_by_side_markdown(table, {"makd": "83.38"})
+    head, _, ce, makd = [ln for ln in text.splitlines() if ln.startswith("|")]
+    assert "top-1 (all outputs), test-acc" in head
+    assert ce.split(" | ")[-2] == "-" and "79.50 ± 0.50 (2)" in makd and "81.00 ± 1.00 (2)" in makd

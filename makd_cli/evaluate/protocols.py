@@ -82,7 +82,8 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
                     cells.append("-")
                     continue
                 r = row.iloc[0]
-                cells.append(f"{mean_std_cell(r, m)} ({int(r['runs'])})")
+                cell = mean_std_cell(r, m)  # "-": a metric this row lacks (top-1 over all outputs of a run without makd)
+                cells.append(cell if cell == "-" else f"{cell} ({int(r['runs'])})")
         cells.append(paper.get(run_name(first), "-"))
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Each cell: mean ± std (runs). " + TEST_NOTE + "."]
