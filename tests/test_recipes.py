@@ -114,6 +114,8 @@ def test_recipes_for_extract_and_gen_questions(tmp_path):
     rows = dry_run("extract", "-o", str(tmp_path / "t.h5"), "--recipe", "makd")
     assert recipe_values(rows) == {"--mllm": "internvl2.5-8b", "--kind": "yesno", "--prompt-layout": "makd-reference",
                                    "--trust-remote-code": True}
+    rows = dry_run("gen-questions", "--classes", "c.txt", "-o", "q.jsonl", "--recipe", "makd")
+    assert recipe_values(rows) == {"--kind": "yesno", "-n": 100, "--select": 50}  # makd.txt:153; README.md:48, makd.yaml:26
     rows = dry_run("gen-questions", "--classes", "c.txt", "-o", "q.jsonl", "--recipe", "lavid")
     assert recipe_values(rows) == {"--kind": "mcq", "-n": 50, "--options": 5, "--class-names": "lavid"}
 

@@ -169,3 +169,17 @@ def test_side_by_side_has_the_all_outputs_column():
     head, _, ce, makd = [ln for ln in text.splitlines() if ln.startswith("|")]
     assert "top-1 (all outputs), test-acc" in head
     assert ce.split(" | ")[-2] == "-" and "79.50 ± 0.50 (2)" in makd and "81.00 ± 1.00 (2)" in makd
+
+
+def test_pretrained_torchvision_reads_the_hub_cache_only(tmp_path, monkeypatch):
+    import torchvision
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    with pytest.raises(MakdError, match="not in the torch hub cache"):
+        build_student("resnet18", 3, pretrained="torchvision")
+    (tmp_path / "checkpoints").mkdir()
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(state, tmp_path / "checkpoints" / "resnet18-5c106cde.pth")  # the old file name (LEAD++, LaViD)
+    net = build_student("resnet18", 3, pretrained="torchvision", init="reference")
+    assert torch.equal(net.backbone.conv1.weight, state["conv1.weight"])  # timm's ResNet has torchvision's layer names
+    assert torch.equal(net.backbone.layer4[1].bn2.weight, state["layer4.1.bn2.weight"])
