@@ -121,6 +121,8 @@ def run_settings(ckpt: dict) -> dict:
     together when all of these agree (the targets by content, not by path)."""
     settings = {k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v, sort_keys=True)
                 for k, v in ckpt["config"].items() if k not in NOT_A_SETTING}
+    settings.setdefault("init", "timm")  # runs from before --init (issue 25) were initialised as timm's
+    settings.setdefault("test_resize", None)
     settings["targets_sha256"] = (ckpt["head"].get("targets_sha256") or "")[:12] or None
     if settings["targets_sha256"]:
         settings.pop("targets", None)  # the content decides, the path does not
