@@ -126,6 +126,9 @@ def test_dry_run_lists_every_setting_with_its_source(tmp_path):
     assert {s for _, s in rows.values()} == {"flag", "recipe makd", "default"}
     assert "--dkd-beta" not in rows and "--aspect-loss" in rows  # the chosen method's options only
     assert not (tmp_path / "r").exists()  # nothing ran
+    r = runner.invoke(app, ["extract", "-o", "t.h5", "--recipe", "lavid", "--dry-run"])
+    line = next(ln for ln in r.output.splitlines() if "--class-names" in ln)
+    assert "lavid/extract/llm_logits.py:41" in line  # each recipe value shows its reference (the extract table's own)
 
 
 def test_config_file_wins_over_recipe_and_loses_to_flags(tmp_path):

@@ -68,19 +68,23 @@ def _recipe_text(name: str) -> tuple[str, str] | None:
     return (f.read_text(encoding="utf-8"), f"makd_cli/recipes/{name}.toml") if f.is_file() else None
 
 
-def _comments(text: str) -> dict:
-    """``key = value  # comment`` -> {key: comment}; a key's comment may also be the comment lines just above it."""
-    notes, above = {}, []
+def _comments(text: str, command: str) -> dict:
+    """``key = value  # comment`` -> {key: comment} for the top level and ``[command]``'s table (a key's comment
+    may also be the comment lines just above it); other tables' comments are not this command's."""
+    notes, above, table = {}, [], None
     for line in text.splitlines():
         s = line.strip()
         if s.startswith("#"):
             above.append(s.lstrip("# ").strip())
             continue
+        header = re.match(r"^\[([^\]]+)\]", s)
+        if header:
+            table, above = header.group(1).strip(), []
+            continue
         m = re.match(r"""^([A-Za-z0-9_-]+)\s*=\s*(?:"[^"]*"|'[^']*'|\[[^\]]*\]|[^#]*?)\s*(?:#\s*(.*))?$""", s)
-        if m:
+        if m and table in (None, command):
             notes[m.group(1)] = m.group(2) or " ".join(above)
-        if not s.startswith("#"):
-            above = []
+        above = []
     return notes
 
 
@@ -123,7 +127,7 @@ def load_recipe(name: str, command: str, dataset: str | None = None) -> list[Lay
         data = _parse(text, path)
         if data.get("base"):
             add(str(data["base"]), True)
-        layers.append(Layer(f"recipe {n}", path, _flags_for(data, command, path), _comments(text)))
+        layers.append(Layer(f"recipe {n}", path, _flags_for(data, command, path), _comments(text, command)))
         chain.pop()
 
     add(name, True)
@@ -140,7 +144,7 @@ def load_config(path: str, command: str) -> Layer:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise MakdError(f"--config {path} cannot be read ({type(exc).__name__})") from None
-    return Layer(f"config {path}", str(p), _flags_for(_parse(text, f"--config {path}"), command, f"--config {path}"), _comments(text))
+    return Layer(f"config {path}", str(p), _flags_for(_parse(text, f"--config {path}"), command, f"--config {path}"), _comments(text, command))
 
 
 def _take_meta(args: list[str]) -> tuple[list[str], dict]:
