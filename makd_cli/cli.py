@@ -85,6 +85,8 @@ def gen_questions(
     max_tokens: int = typer.Option(70, "--max-tokens", min=1, help="description: CLIP token limit per description."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON report instead of text."),
+    prompt_class_names: str = typer.Option("folder", "--class-names", help="mcq, yesno: the class names the writer's prompt lists: "
+                                           "folder (the --classes file as is) or lavid (LaViD's list for those classes)."),
 ):
     """Have an LLM write questions about the classes; every item is validated before it is kept.
 
@@ -97,7 +99,7 @@ def gen_questions(
     report = run_gen_questions(GenQuestionsConfig(
         classes=classes, output=output, kind=kind.value, n=n, options=options, select=select, llm=llm, backend=backend,
         api_base=api_base, seed=seed, retries=retries, temperature=temperature, max_tokens=max_tokens, threads=threads,
-        progress=not as_json, backend_options=plugin_options()))
+        progress=not as_json, backend_options=plugin_options(), prompt_class_names=prompt_class_names))
 
     def render():
         r = report
@@ -143,6 +145,9 @@ def extract(
     seed: int = typer.Option(_default(ExtractConfig, "seed"), help="Seed for control teachers."),
     threads: Optional[int] = typer.Option(None, min=1, help="CPU threads for llama.cpp (default: all cores)."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary (classes, questions, seconds, prompts/s)."),
+    prompt_class_names: str = typer.Option("folder", "--class-names", help="--llm: the names the prompts ask by: folder (makd's reader "
+                                           "names), lavid (LaViD's class lists, so the prompts are the reference's byte for byte; the "
+                                           "targets' rows keep makd's names) or makd (refused: MaKD publishes no list)."),
 ):
     """Have a teacher answer the questions; write targets.h5 (resumes after an interruption)."""
     from makd_cli.cli_plugins import plugin_options
@@ -155,7 +160,7 @@ def extract(
                    backend=backend, api_base=api_base, prompt_layout=prompt_layout, labels=labels, temperature=temperature,
                    kind=kind, split=split, object_word=object_word, trust_remote_code=trust_remote_code,
                    batch_questions=batch_questions, workers=workers, device=device, mmproj=mmproj, restart=restart, seed=seed,
-                   threads=threads)
+                   threads=threads, prompt_class_names=prompt_class_names)
     summary = run_extract(ExtractConfig(output=output, **given, options=plugin_options(), progress=not as_json))
 
     def render():
@@ -207,7 +212,9 @@ def train(
     select_every: Optional[int] = typer.Option(None, "--select-every", min=1, help="Epochs between checks for best.pt (default: 5 for test-loss as "
                                                "LaViD's reference, else 1; the last epoch is always checked)."),
     image_size: Optional[int] = typer.Option(None, "--image-size", min=16, help="Input side length (default: native size up to 64 px, else 224)."),
-    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache) or a local .pth/.safetensors file."),
+    pretrained: Optional[str] = typer.Option(None, help="Backbone weights: `cache` (ImageNet weights already in the local timm/torch cache), "
+                                             "`torchvision` (torchvision's IMAGENET1K_V1 file in the torch hub cache, as LaViD and LEAD++ load) "
+                                             "or a local .pth/.safetensors file."),
     seed: int = typer.Option(_default(TrainConfig, "seed")),
     runs: int = typer.Option(1, help="Train this many seeds (seed, seed+1, ...) into OUTPUT/seedN."),
     workers: Optional[int] = typer.Option(None, min=0, help="DataLoader workers (default: 0 on small CPUs)."),
@@ -228,6 +235,11 @@ def train(
                                   "wandb, trackio (pip install 'makd[wandb]' / 'makd[trackio]'; their offline modes and variables apply), "
                                   "csv (metrics.csv). Every epoch's losses, lr, val/test figures and images/s; the config as "
                                   "hyperparameters. metrics.jsonl is written either way. Under torchrun write --tracker (torchrun takes --log as its own --log-dir)."),
+    init: str = typer.Option(_default(TrainConfig, "init"), "--init", help="Initialisation: timm (timm's zero-init of each residual block's last BN scale; the "
+                             "extra outputs' head rows at zero) or reference (BN scales at 1 and PyTorch's default Linear init for every "
+                             "head row, as LaViD's and MaKD's code). Recorded in the checkpoint's config."),
+    test_resize: Optional[int] = typer.Option(None, "--test-resize", min=16, help="Test images: resize the shorter side to this, then "
+                                              "centre-crop --image-size (default: size x 256/224, i.e. 256 for 224 px, as LaViD; MaKD: 224)."),
 ):
     """Train a student: CE on the classes plus the method's loss on its extra outputs.
 
@@ -246,7 +258,7 @@ def train(
                    train_fraction=train_fraction, val_fraction=val_fraction, select_by=select_by, select_every=select_every,
                    image_size=image_size, pretrained=pretrained, seed=seed, workers=workers, device=device, compile=compile,
                    resume=resume, quiet=quiet, overwrite=overwrite, restart=restart,
-                   hold_out_classes=hold_out_classes)
+                   hold_out_classes=hold_out_classes, init=init, test_resize=test_resize)
     paths = {"targets": targets, "teacher_ckpt": teacher_ckpt}
     given.update({k: str(v) for k, v in paths.items() if v is not None})
     if milestones is not None:
@@ -329,6 +341,8 @@ def eval_(
     unseen: bool = typer.Option(False, "--unseen", help="Runs trained with --hold-out-classes: recognise the held-out classes by "
                                 "their teacher signatures through the extra outputs (lavid, makd): unseen top-1 and generalized "
                                 "zero-shot seen / unseen / harmonic mean, beside chance (docs/unseen.md)."),
+    test_resize: Optional[int] = typer.Option(None, "--test-resize", min=16, help="Test images: resize the shorter side to this before the "
+                                              "centre crop (default: the checkpoint's --test-resize; MaKD's code: 224)."),
 ):
     """Accuracy (top-1, top-5, per class), group metrics and the method's own metrics on the test split."""
     from makd_cli.evaluate.run import EvalConfig, run_eval
@@ -339,7 +353,7 @@ def eval_(
     paper_numbers = parse_paper(paper)  # before evaluating: a malformed --paper is one line at once
     found = run_eval(EvalConfig(checkpoints=list(checkpoints), data=data, targets=str(targets) if targets else None,
                                 split=split, device=device, probe=probe, probe_epochs=probe_epochs, retrieval=retrieval,
-                                progress=not as_json, unseen=unseen))
+                                progress=not as_json, unseen=unseen, test_resize=test_resize))
     show_eval(found, split=split, fmt=fmt.value, per_class=per_class, probe=probe, as_json=as_json, console=out,
               side_by_side=side_by_side, paper=paper_numbers)
 

@@ -83,3 +83,40 @@ def export_targets(
     _emit(report, as_json, lambda: out.print(f"wrote {report['classes'] if 'classes' in report else report['images']} "
                                              f"{'classes' if 'classes' in report else 'images'} x {report['questions']} questions -> {output}",
                                              highlight=False, soft_wrap=True))
+
+
+@import_app.command("descriptions")
+def import_descriptions(
+    source: Path = typer.Argument(..., help="LEAD++ text_description/output_<dataset>.csv, a DCLIP descriptor JSON or LaBo class2concepts.json."),
+    output: Path = typer.Option(..., "-o", "--output", help="questions.jsonl to write."),
+    fmt: str = typer.Option("lead-pp", "--from", help="Format of SOURCE: lead-pp (LEAD++'s CSV), dclip ({class: [descriptors]}), "
+                                                      "labo ({class: [concepts]})."),
+    as_kind: str = typer.Option("descriptions", "--as", help="descriptions: one per class (extract --clip, LEAD); questions (dclip, "
+                                                             "labo): every distinct descriptor as a yes/no question (MaKD's extract)."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="The dataset's class list: the file's names are matched to it "
+                                                                   "(case, spaces, underscores) and the descriptions take makd's names."),
+    class_map: Optional[Path] = typer.Option(None, "--class-map", help="JSON {\"makd class\": \"name in the file\"} for names that do not match."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Read published class descriptions or concepts (LEAD++, DCLIP, LaBo) into a questions file."""
+    from makd_cli.interop.run import ImportDescriptionsConfig, import_descriptions as run
+
+    report = run(ImportDescriptionsConfig(source=source, output=output, fmt=fmt, as_kind=as_kind, classes=classes, class_map=class_map))
+    count = report.get("descriptions", report.get("questions"))
+    _emit(report, as_json, lambda: out.print(f"read {count} {report['kind']} item(s) from {source} ({fmt}) -> {output}"
+                                             + (f"; {len(report['renamed'])} class name(s) matched to makd's" if report.get("renamed") else ""),
+                                             highlight=False, soft_wrap=True))
+
+
+@export_app.command("descriptions")
+def export_descriptions(
+    source: Path = typer.Argument(..., help="A questions file of descriptions (`makd import descriptions`)."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+    fmt: str = typer.Option("lead-pp", "--to", help="lead-pp (LEAD++'s CSV), dclip or labo (the JSON the descriptions came from)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+):
+    """Write descriptions back in the file format they came from (LEAD++'s CSV comes back byte for byte)."""
+    from makd_cli.interop.run import ExportDescriptionsConfig, export_descriptions as run
+
+    report = run(ExportDescriptionsConfig(source=source, output=output, fmt=fmt))
+    _emit(report, as_json, lambda: out.print(f"wrote {report['descriptions']} descriptions -> {output}", highlight=False, soft_wrap=True))

@@ -186,12 +186,13 @@ class PluginGroup(TyperGroup):
         name, command, rest = super().resolve_command(ctx, args)
         info = next((c for c in self.typer_app.registered_commands if (c.name or c.callback.__name__) == name), None)
         if not name or info is None or not kinds_of(name):
-            return name, finite_floats(command), bare_flag_values(name, rest)
+            return name, finite_floats(command), recipe_args(ctx, name, command, bare_flag_values(name, rest))
         info = copy.copy(info)
         info.callback = with_plugin_options(info.callback, name)
         app = self.typer_app
-        return name, finite_floats(typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
-                                                      rich_markup_mode=app.rich_markup_mode)), bare_flag_values(name, rest)
+        command = finite_floats(typer.main.get_command_from_info(info, pretty_exceptions_short=app.pretty_exceptions_short,
+                                                                 rich_markup_mode=app.rich_markup_mode))
+        return name, command, recipe_args(ctx, name, command, bare_flag_values(name, rest))
 
 
 # Options whose value may be left out: (command, flag) -> (what the bare flag stands for, its values).
@@ -212,6 +213,26 @@ def bare_flag_values(name: str | None, args: list[str]) -> list[str]:
         if arg in flags and (i + 1 == len(args) or args[i + 1] not in flags[arg][1]):
             out.append(flags[arg][0])
     return out
+
+
+def recipe_args(ctx, name, command, args):
+    """--recipe / --config written into the arguments, --dry-run answered (makd_cli/recipes)."""
+    from makd_cli.recipes.cli_hook import apply
+
+    return apply(ctx, name, command, args, plugin_defaults)
+
+
+def plugin_defaults(command: str, values: dict) -> tuple[dict, set]:
+    """The declared defaults of the plug-ins an invocation of ``command`` chooses (by key), and the keys of
+    every other plug-in option of the command (not settings of this run): ``--dry-run``'s listing."""
+    mine, every = {}, set()
+    for kind in kinds_of(command):
+        names = chosen(kind, values)
+        for plugin, opt in kind.load().all_options():
+            every.add(opt.key)
+            if plugin in names:
+                mine[opt.key] = opt.default
+    return mine, every - set(mine)
 
 
 def plugin_group(app: typer.Typer) -> typer.Typer:

@@ -100,11 +100,14 @@ class WeakStrong:
         return torch.stack([self.weak(img), self.strong(img)])
 
 
-def eval_transform(size: int, native_size: int | None = None) -> T.Compose:
+def eval_transform(size: int, native_size: int | None = None, resize: int | None = None) -> T.Compose:
+    """Test images: small ones squashed to ``size``; others' shorter side resized to ``resize`` (default
+    size x 256/224: LaViD's Resize(256) + CenterCrop(224); MaKD's code uses Resize(224), ``--test-resize 224``),
+    then centre-cropped to ``size``."""
     if size <= SMALL:
         ops = [] if native_size == size else [T.Resize((size, size))]
     else:
-        ops = [T.Resize(int(round(size * 256 / 224))), T.CenterCrop(size)]
+        ops = [T.Resize(int(resize) if resize else int(round(size * 256 / 224))), T.CenterCrop(size)]
     return T.Compose(ops + [T.ToTensor(), T.Normalize(MEAN, STD)])
 
 

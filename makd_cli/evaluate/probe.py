@@ -160,7 +160,7 @@ def probe_checkpoint(path: str, data: str | None = None, batch_size: int = 256, 
     ckpt, data, ds = checkpoint_and_dataset(path, data, "probe")
     model = student_from_checkpoint(ckpt).to(device)
     seed = ckpt["config"].get("seed", 0)
-    tf = eval_transform(ckpt["image_size"], ckpt.get("native_size"))
+    tf = eval_transform(ckpt["image_size"], ckpt.get("native_size"), ckpt["config"].get("test_resize"))
     te = predict(model, ds.test, tf, batch_size, 0, device, features=True)
     tr = None
     if protocol == "quick" or retrieval == "train-test":

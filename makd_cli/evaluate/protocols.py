@@ -67,7 +67,9 @@ def _protocol_order(labels) -> list[str]:
 
 
 def mean_std_cell(r, name: str) -> str:
-    """A seed-aggregated row's ``name`` as ``mean ± std`` (the mean alone for one run)."""
+    """A seed-aggregated row's ``name`` as ``mean ± std`` (the mean alone for one run; "-" when the row has none)."""
+    if r.get(name) is None or r[name] != r[name]:  # NaN: a metric only some runs have (top-1 over all outputs)
+        return "-"
     return f"{r[name]:.2f}" + (f" ± {r[name + '_std']:.2f}" if r["runs"] > 1 else "")
 
 
@@ -83,9 +85,11 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
     protocols = _protocol_order(table["selected_by"])
     worst = "worst_group" in table and table["worst_group"].notna().any()
     last = "last_top1" in table  # best and last (evaluate/last_epoch.py): the last epoch's top-1 (its epoch) beside each protocol's
+    every = "top1_all_outputs" in table and table["top1_all_outputs"].notna().any()  # MaKD's scoring beside the class head's
     head = list(keys)
     for p in protocols:
-        head += [f"top-1, {p}"] + ([f"worst group, {p}"] if worst else []) + ([f"last epoch, {p}"] if last else [])
+        head += ([f"top-1, {p}"] + ([f"worst group, {p}"] if worst else []) + ([f"top-1 (all outputs), {p}"] if every else [])
+                 + ([f"last epoch, {p}"] if last else []))
     head.append("paper")
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, group in table.groupby(keys, sort=False, dropna=False):
@@ -93,13 +97,14 @@ def side_by_side_markdown(table: pd.DataFrame, paper: dict[str, str] | None = No
         cells = [str(first[k]) for k in keys]
         for p in protocols:
             row = group[group["selected_by"] == p]
-            metrics = ["top1"] + (["worst_group"] if worst else [])
+            metrics = ["top1"] + (["worst_group"] if worst else []) + (["top1_all_outputs"] if every else [])
             for m in metrics:
                 if row.empty:
                     cells.append("-")
                     continue
                 r = row.iloc[0]
-                cells.append(f"{mean_std_cell(r, m)} ({int(r['runs'])})")
+                cell = mean_std_cell(r, m)  # "-": a metric this row lacks (top-1 over all outputs of a run without makd)
+                cells.append(cell if cell == "-" else f"{cell} ({int(r['runs'])})")
             if last:
                 cells.append("-" if row.empty else last_cell(row.iloc[0]))
         cells.append(paper.get(run_name(first), "-"))

@@ -78,16 +78,18 @@ def checkpoint_and_dataset(path: str, data: str | None, verb: str):
 
 
 def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | None = None, split: str = "test",
-                        batch_size: int = 256, device: str = "cpu", progress=None, cache: bool = True) -> dict:
+                        batch_size: int = 256, device: str = "cpu", progress=None, cache: bool = True,
+                        test_resize: int | None = None) -> dict:
     ckpt, data, ds = checkpoint_and_dataset(path, data, "evaluate")
     part = ds.test if split == "test" else ds.train
+    resize = test_resize or ckpt["config"].get("test_resize")  # --test-resize, else the run's own
 
     def run_model() -> dict:
         model = student_from_checkpoint(ckpt).to(device)
-        return predict(model, part, eval_transform(ckpt["image_size"], ckpt.get("native_size")), batch_size, 0, device, progress,
+        return predict(model, part, eval_transform(ckpt["image_size"], ckpt.get("native_size"), resize), batch_size, 0, device, progress,
                        what=split)
 
-    pred = cached_predictions(path, data, part, ckpt, split, run_model) if cache else run_model()
+    pred = cached_predictions(path, data, part, ckpt, split, run_model, resize) if cache else run_model()
     groups = None if part.groups is None else part.groups[pred["index"]]
     metrics = classification_metrics(pred["logits"], pred["labels"], ds.classes, groups, ds.group_names)
     targets_path = targets_path or ckpt["config"].get("targets")
@@ -102,6 +104,8 @@ def evaluate_checkpoint(path: str, data: str | None = None, targets_path: str | 
     fine = None if targets is None or part.fine_labels is None else fine_target_rows(targets, ds.classes, ds.fine_classes)
     agreement = aspect_agreement(ckpt, pred, targets, None if fine is None else fine[part.fine_labels[pred["index"]]])
     cfg = ckpt["config"]
+    if "makd" in (ckpt["head"].get("slices") or {}):  # MaKD's own figure beside the class head's
+        metrics["top1_all_outputs"] = top1_all_outputs(pred["logits"], pred["extra"], pred["labels"])
     return {
         "checkpoint": str(path), "data": data, "split": split, "student": ckpt["arch"], "method": cfg["method"],
         "control": cfg.get("control"), "seed": cfg.get("seed"), "epochs": cfg.get("epochs"),
@@ -124,6 +128,8 @@ def run_settings(ckpt: dict) -> dict:
     together when all of these agree (the targets by content, not by path)."""
     settings = {k: v if isinstance(v, (str, int, float, bool, type(None))) else json.dumps(v, sort_keys=True)
                 for k, v in ckpt["config"].items() if k not in NOT_A_SETTING}
+    settings.setdefault("init", "timm")  # runs from before --init (issue 25) were initialised as timm's
+    settings.setdefault("test_resize", None)
     settings["targets_sha256"] = (ckpt["head"].get("targets_sha256") or "")[:12] or None
     if settings["targets_sha256"]:
         settings.pop("targets", None)  # the content decides, the path does not
@@ -143,6 +149,8 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
         row = {k: r.get(k) for k in GROUP_KEYS + ["seed"]}
         row.update({k: "-" if (r.get("settings") or {}).get(k) is None else str(r["settings"][k]) for k in differ})
         row.update({"top1": r["top1"], "top5": r["top5"], "mean_per_class": r["mean_per_class"]})
+        if "top1_all_outputs" in r:
+            row["top1_all_outputs"] = r["top1_all_outputs"]
         if "worst_group" in r:
             row["worst_group"] = r["worst_group"]
         ag = r.get("aspect_agreement") or {}
@@ -156,7 +164,8 @@ def comparison_table(results: list[dict]) -> pd.DataFrame:
     df["control"] = df["control"].fillna("-")
     df["train_per_class"] = df["train_per_class"].fillna("all")
     df["selected_by"] = df["selected_by"].fillna("val")
-    metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae", "last_top1", *UNSEEN_METRICS) if c in df]
+    metrics = [c for c in ("top1", "top5", "mean_per_class", "worst_group", "aspect_mae", "top1_all_outputs", "last_top1",
+                           *UNSEEN_METRICS) if c in df]
     table = aggregate_seeds(df, metrics, differ)
     table.attrs["held_out"] = held_out_sets(results)
     return table
@@ -178,7 +187,15 @@ def aggregate_seeds(df: pd.DataFrame, metrics: list[str], differ: list[str]) -> 
     return table
 
 
-def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compute) -> dict:
+def top1_all_outputs(logits: np.ndarray, extra: np.ndarray, labels: np.ndarray) -> float:
+    """MaKD's reported accuracy: the argmax over all C + Q outputs (its ``forward_test`` returns the whole
+    widened output, mdistiller/distillers/_base.py:35, and ``validate`` takes its top-1, engine/utils.py:44),
+    so an image whose largest output is an aspect logit counts as wrong."""
+    both = np.concatenate([logits, extra], axis=1) if extra.size else logits
+    return float((both.argmax(axis=1) == np.asarray(labels)).mean() * 100.0)
+
+
+def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compute, resize: int | None = None) -> dict:
     """``compute()``'s predictions, cached in the checkpoint's folder under a key of the checkpoint's
     content, the evaluated images (ids and labels) and the evaluation settings: a second ``makd eval``
     of the same run loads them instead of running the network again. A folder that cannot be written
@@ -189,6 +206,7 @@ def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compu
         "checkpoint": sha256_file(path), "data": data, "split": split, "image_size": ckpt.get("image_size"),
         "native_size": ckpt.get("native_size"), "cache_version": PREDICTION_CACHE_VERSION,
         "images": sha256_text(json.dumps([list(part.ids), np.asarray(part.labels).tolist()])),
+        **({"test_resize": resize} if resize else {}),
     }, sort_keys=True))[:20]
     file = Path(path).parent / f".eval-{Path(path).stem}-{split}-{key}.npz"
     if file.is_file():
@@ -217,6 +235,7 @@ def cached_predictions(path: str, data: str, part, ckpt: dict, split: str, compu
 
 
 PREDICTION_CACHE_VERSION = 1
+ALL_OUTPUTS = "top-1 (all outputs)"  # MaKD's scoring (top1_all_outputs); "-" for runs without a makd term
 
 
 def cache_fits(pred: dict, part, ckpt: dict) -> bool:
@@ -244,6 +263,8 @@ def format_markdown(table: pd.DataFrame) -> str:
     metrics = [("top1", "top-1"), ("top5", "top-5"), ("mean_per_class", "per-class")]
     if "worst_group" in table:
         metrics.append(("worst_group", "worst group"))
+    if "top1_all_outputs" in table and table["top1_all_outputs"].notna().any():
+        metrics.append(("top1_all_outputs", ALL_OUTPUTS))
     names = [c.replace("selected_by", "protocol") for c in cols]
     lines = ["| " + " | ".join(names + ["runs"] + [m[1] for m in metrics]) + " |", "|" + "---|" * (len(cols) + 1 + len(metrics))]
     last = "last_top1" in table

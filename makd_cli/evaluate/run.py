@@ -32,6 +32,7 @@ class EvalConfig:
     retrieval: str = "test"  # leave-one-out within the test split; "train-test": test queries, training gallery
     progress: bool = True
     unseen: bool = False  # the held-out classes' figures too (--hold-out-classes runs; evaluate/unseen.py)
+    test_resize: int | None = None  # --test-resize: None uses each checkpoint's own (its training --test-resize)
 
 
 def run_eval(cfg: EvalConfig) -> dict:
@@ -71,11 +72,12 @@ def run_eval(cfg: EvalConfig) -> dict:
     results = []
     with progress_bar("evaluate", len(paths), cfg.progress) as advance:
         for p in paths:
-            results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev))
+            results.append(evaluate_checkpoint(str(p), cfg.data, targets, cfg.split, device=dev, test_resize=cfg.test_resize))
             advance(info=p.name)
     from makd_cli.evaluate.last_epoch import add_last_epochs  # the last epoch beside the chosen one
 
-    add_last_epochs(paths, results, lambda last: evaluate_checkpoint(last, cfg.data, targets, cfg.split, device=dev))
+    add_last_epochs(paths, results, lambda last: evaluate_checkpoint(last, cfg.data, targets, cfg.split, device=dev,
+                                                                     test_resize=cfg.test_resize))
     if cfg.unseen:
         from makd_cli.evaluate.unseen_run import add_unseen
 

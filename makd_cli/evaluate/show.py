@@ -12,7 +12,7 @@ from makd_cli.cli_output import bold
 from makd_cli.data.transforms import unreadable_note
 from makd_cli.evaluate.evaluators import EVALUATORS
 from makd_cli.evaluate.protocols import TEST_MARK, TEST_NOTE, last_cell, mean_std_cell, side_by_side_markdown
-from makd_cli.evaluate.report import format_markdown
+from makd_cli.evaluate.report import ALL_OUTPUTS, format_markdown
 from makd_cli.evaluate.unseen import print_unseen, unseen_markdown
 
 
@@ -42,13 +42,15 @@ def show_eval(found: dict, *, split: str, fmt: str, per_class: bool, probe: bool
         differ = list(table.attrs.get("differ", []))  # settings that differ between runs: each value its own row
         left = ("method", "control", "student", "protocol", *differ)
         last = "last_top1" in table  # best and last: the chosen epoch, and the last epoch's top-1 (evaluate/last_epoch.py)
+        every = "top1_all_outputs" in table and table["top1_all_outputs"].notna().any()  # MaKD's scoring (runs with a makd term)
+        metric_keys = ("top1", "top5", "mean_per_class") + (("top1_all_outputs",) if every else ())
         for col in ("method", "control", "student", "protocol", *differ, "runs", "top-1", "top-5", "per-class",
-                    *(("epoch", "last (epoch)") if last else ())):
+                    *((ALL_OUTPUTS,) if every else ()), *(("epoch", "last (epoch)") if last else ())):
             # the protocol (--select-by) wraps rather than losing its mark (the test split chose the checkpoint)
             t.add_column(col, justify="left" if col in left else "right", overflow="fold" if col == "protocol" else "ellipsis")
         for _, r in table.iterrows():
             t.add_row(str(r["method"]), str(r["control"]), str(r["student"]), str(r["selected_by"]), *(str(r[k]) for k in differ),
-                      str(int(r["runs"])), *(mean_std_cell(r, k) for k in ("top1", "top5", "mean_per_class")),
+                      str(int(r["runs"])), *(mean_std_cell(r, k) for k in metric_keys),
                       *((str(r["epoch"]), last_cell(r)) if last else ()))
         console.print(t)
         for r in results:

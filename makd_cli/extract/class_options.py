@@ -158,7 +158,10 @@ def score_unit(llm, plan: ExtractPlan, messages: list[list[dict]], naive: bool =
 def extract_class_answers(
     llm, questions: list[Question], classes: list[str], out: str, *, questions_sha256: str, layout: str = "paper",
     label_set: str = "digits", temperature: float = 1.0, restart: bool = False, on_unit=None, naive: bool = False,
+    prompt_names: list[str] | None = None,
 ) -> tuple[Targets, dict]:
+    """``prompt_names``: the name each class is asked by when it is not its own (``--class-names lavid``);
+    the targets' rows keep ``classes``."""
     if layout not in LAYOUTS:
         raise MakdError(f"--prompt-layout {layout!r} is unknown; choose {' or '.join(LAYOUTS)}")
     if temperature <= 0:
@@ -168,8 +171,9 @@ def extract_class_answers(
     store = ResumeStore(out, {
         "model": str(llm.name), "backend": llm.backend, "kind": plan.kind, "layout": layout, "labels": plan.labels,
         "classes": classes, "questions_sha256": questions_sha256, "question_ids": [q.id for q in questions], "naive": naive,
-        "prompt_version": PROMPT_VERSION,
+        "prompt_version": PROMPT_VERSION, **({"prompt_names": prompt_names} if prompt_names else {}),
     }, restart=restart)
+    asked = prompt_names or classes
     raw = np.zeros((C, Q, M))
     by_class = layout != "class-last"
     units = [(f"class{c:05d}", [(c, q) for q in range(Q)]) for c in range(C)] if by_class else \
@@ -182,7 +186,7 @@ def extract_class_answers(
 
     def flush():
         nonlocal n_prompts, prompt_tokens
-        msgs = [build_messages(plan, questions[q], classes[c], layout) for _, cells in pending for c, q in cells]
+        msgs = [build_messages(plan, questions[q], asked[c], layout) for _, cells in pending for c, q in cells]
         vals, n_tok = score_unit(llm, plan, msgs, naive)
         n_prompts, prompt_tokens, start = n_prompts + len(msgs), prompt_tokens + n_tok, 0
         for key, cells in pending:
@@ -207,7 +211,7 @@ def extract_class_answers(
         flush()
     seconds = time.time() - t0
     probs = softmax(raw, temperature)
-    meta = {"layout": layout, "temperature": temperature, "label_token_ids": plan.token_groups, "backend": llm.backend,
+    meta = {**({"prompt_class_names": list(prompt_names)} if prompt_names else {}), "layout": layout, "temperature": temperature, "label_token_ids": plan.token_groups, "backend": llm.backend,
             "model_file": str(llm.name), "naive": naive, "prompt_version": PROMPT_VERSION,
             # how the label probabilities were read: exact-logits | logit-bias | top-logprobs (openai_http.py)
             "label_probs": getattr(llm, "label_probs_method", "exact-logits")}

@@ -36,3 +36,4 @@ class ExtractConfig:
     seed: int = 0
     threads: int | None = None
     progress: bool = True
+    prompt_class_names: str = "folder"  # --class-names: folder (makd's names) or lavid (the reference's list; recipes/class_names)

@@ -78,12 +78,17 @@ def _run_llm(cfg: ExtractConfig) -> dict:
         raise MakdError("--llm needs --questions (a file from `makd gen-questions`)")
     qs = read_questions(cfg.questions)
     class_names = class_list(cfg)
+    from makd_cli.recipes.class_names import prompt_names
+
+    data = cfg.data
+    asked_as = prompt_names(cfg.prompt_class_names, class_names, data.split(":", 1)[0] if data and ":" in data else None)
     model = load_llm(cfg.llm, cfg.backend, threads=cfg.threads, seed=cfg.seed, api_base=cfg.api_base, **cfg.options)
     units = len(qs) if cfg.prompt_layout == "class-last" else len(class_names)
     with progress_bar(f"extract ({cfg.prompt_layout})", units, cfg.progress) as advance:
         _, summary = extract_class_answers(
             model, qs, class_names, str(cfg.output), questions_sha256=sha256_file(cfg.questions), layout=cfg.prompt_layout,
             label_set=cfg.labels, temperature=cfg.temperature, restart=cfg.restart, on_unit=lambda key: advance(info=key),
+            prompt_names=None if asked_as == class_names else asked_as,
         )
     return {**summary, "output": str(cfg.output), "teacher": model.name}
 

@@ -118,7 +118,7 @@ def load_data(ckpt: dict, data: str | None):
 def image_transform(ckpt: dict):
     from makd_cli.data.transforms import eval_transform
 
-    return eval_transform(int(ckpt.get("image_size", 224)), ckpt.get("native_size"))
+    return eval_transform(int(ckpt.get("image_size", 224)), ckpt.get("native_size"), (ckpt.get("config") or {}).get("test_resize"))
 
 
 def teacher_rows(t: Targets, ids: list[str], classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -136,3 +136,63 @@ def export_targets(cfg: ExportTargetsConfig) -> dict:
     atomic_write_text(cfg.output, text)
     return {"source": str(cfg.source), "output": str(cfg.output), "classes": len(json.loads(text)),
             "questions": len(t.question_ids), "options": int(t.probs.shape[2])}
+
+
+@dataclass
+class ImportDescriptionsConfig:
+    source: Path
+    output: Path
+    fmt: str = "lead-pp"  # lead-pp | dclip | labo (interop/concepts.py)
+    as_kind: str = "descriptions"  # descriptions (one per class, LEAD's --clip) | questions (dclip, labo: yes/no per concept)
+    classes: Path | None = None  # makd's class list: the file's names are matched to it (case, spaces, underscores)
+    class_map: Path | None = None  # JSON {"makd class": "name in the file"}
+
+
+def import_descriptions(cfg: ImportDescriptionsConfig) -> dict:
+    from makd_cli.interop import concepts
+
+    _check_format(cfg.fmt, concepts.FORMATS, "--from")
+    if cfg.as_kind not in ("descriptions", "questions"):
+        raise MakdError(f"--as {cfg.as_kind!r}: choose descriptions or questions")
+    source = Path(cfg.source)
+    text = read_text(source, f"{cfg.fmt} file")
+    if cfg.as_kind == "questions":
+        questions = concepts.yesno_questions(cfg.fmt, text, str(source))
+        write_questions(cfg.output, questions)
+        return {"source": str(source), "output": str(cfg.output), "format": cfg.fmt, "kind": "yesno", "questions": len(questions)}
+    questions = concepts.descriptions(cfg.fmt, text, str(source), {})
+    renamed = {}
+    if cfg.classes is not None:  # the file's names -> makd's, as `import targets` matches LaViD's
+        classes = read_classes(cfg.classes)
+        file_names = [q.source["name"] for q in questions]
+        class_map = _read_class_map(cfg.class_map)
+        chosen, unused = lavid.match_classes(file_names, classes, class_map, str(source))
+        by_file = {}
+        for makd_name, file_name in zip(classes, chosen):
+            by_file.setdefault(file_name, makd_name)
+        for q in questions:
+            if q.source["name"] in by_file:
+                q.class_name = by_file[q.source["name"]]
+                q.id = ""
+                q.__post_init__()  # the id covers the class name
+                if q.class_name != q.source["name"]:
+                    renamed[q.source["name"]] = q.class_name
+        questions = [q for q in questions if q.source["name"] in by_file]
+    write_questions(cfg.output, questions)
+    return {"source": str(source), "output": str(cfg.output), "format": cfg.fmt, "kind": "description",
+            "descriptions": len(questions), "renamed": renamed}
+
+
+@dataclass
+class ExportDescriptionsConfig:
+    source: Path
+    output: Path
+    fmt: str = "lead-pp"
+
+
+def export_descriptions(cfg: ExportDescriptionsConfig) -> dict:
+    from makd_cli.interop import concepts
+
+    questions = read_questions(cfg.source)
+    atomic_write_text(cfg.output, concepts.export_text(questions, cfg.fmt))
+    return {"source": str(cfg.source), "output": str(cfg.output), "format": cfg.fmt, "descriptions": len(questions)}

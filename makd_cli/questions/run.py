@@ -33,6 +33,7 @@ class GenQuestionsConfig:
     threads: int | None = None
     progress: bool = True
     backend_options: dict = field(default_factory=dict)  # options the chosen backend declares (--concurrency ...)
+    prompt_class_names: str = "folder"  # --class-names: the names the writer's prompt lists (recipes/class_names)
 
 
 def run_gen_questions(cfg: GenQuestionsConfig) -> dict:
@@ -41,6 +42,12 @@ def run_gen_questions(cfg: GenQuestionsConfig) -> dict:
     output, max_tokens = cfg.output, cfg.max_tokens
     check_outputs_distinct({"--classes": cfg.classes, "--llm": cfg.llm}, {"-o": output})
     classes = read_classes(cfg.classes)
+    if cfg.prompt_class_names != "folder":
+        from makd_cli.recipes.class_names import prompt_names
+
+        if kind == "description":  # descriptions are stored under their class's name: it must stay makd's
+            raise MakdError("--class-names applies to mcq and yesno questions; descriptions keep the class list's names")
+        classes = list(dict.fromkeys(prompt_names(cfg.prompt_class_names, classes)))  # Caltech's two face folders: one "face"
     if n < 1:
         raise MakdError("-n must be at least 1")
     if kind == "mcq" and not 2 <= m <= 9:

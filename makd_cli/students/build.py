@@ -60,14 +60,17 @@ class SmallCNN(nn.Module):
         return self.body(x)
 
 
+INITS = ("timm", "reference")  # --init: makd's (timm's zero-init, aux rows at zero) or the reference code's
+
+
 class StudentNet(nn.Module):
-    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, extra_dim: int = 0):
+    def __init__(self, backbone: nn.Module, num_features: int, num_classes: int, extra_dim: int = 0, zero_aux: bool = True):
         super().__init__()
         self.backbone = backbone
         self.num_classes = num_classes
         self.extra_dim = extra_dim
         self.fc = nn.Linear(num_features, num_classes + extra_dim)
-        if extra_dim:
+        if extra_dim and zero_aux:
             # The extra outputs start at zero: with a random init and the papers' weights (lambda 40,
             # alpha 4) the first steps' aux gradients are large enough to stall the backbone at chance
             # accuracy (seen on Fashion-MNIST). From zero, the head learns first and the backbone's
@@ -174,9 +177,37 @@ def _cached_pretrained(arch: str) -> nn.Module:
         ) from None
 
 
+# torchvision's first ImageNet weights under the file names older code loads them by (LaViD, LEAD++:
+# main.py:56 ``resnet50-19c8e357.pth``); the same tensors as IMAGENET1K_V1's current file names.
+LEGACY_TORCHVISION_FILES = {"resnet18": "resnet18-5c106cde.pth", "resnet34": "resnet34-333f7ec4.pth", "resnet50": "resnet50-19c8e357.pth"}
+
+
+def torchvision_weights_file(arch: str) -> Path:
+    """torchvision's IMAGENET1K_V1 weights of ``arch`` in the local torch hub cache (``--pretrained torchvision``);
+    never downloaded: the same offline rule as ``cache``."""
+    import torchvision
+
+    spec = STUDENTS.get(arch) if arch in STUDENTS else StudentSpec("timm", arch, "")
+    name = spec.name
+    try:
+        weights = torchvision.models.get_model_weights(name)
+    except (ValueError, KeyError):
+        raise MakdError(f"--pretrained torchvision: torchvision has no ImageNet weights for {arch}; use `cache` or a weights file") from None
+    v1 = getattr(weights, "IMAGENET1K_V1", None) or weights.DEFAULT
+    folder = Path(torch.hub.get_dir()) / "checkpoints"
+    for fname in (Path(v1.url).name, LEGACY_TORCHVISION_FILES.get(name, "")):
+        if fname and (folder / fname).is_file():
+            return folder / fname
+    raise MakdError(f"--pretrained torchvision: {folder / Path(v1.url).name} is not in the torch hub cache; download it once with "
+                    f"network access (torchvision.models.get_model({name!r}, weights='IMAGENET1K_V1')), or pass --pretrained FILE")
+
+
 def load_pretrained(backbone: nn.Module, pretrained: str, arch: str = "") -> None:
-    """``pretrained`` is ``cache`` (weights already in the local model cache) or a local weights file
-    (.pt/.pth/.safetensors); nothing is downloaded here."""
+    """``pretrained`` is ``cache`` (weights already in the local model cache), ``torchvision`` (torchvision's
+    IMAGENET1K_V1 file in the torch hub cache, the references' weights; timm's ResNets share its layer names)
+    or a local weights file (.pt/.pth/.safetensors); nothing is downloaded here."""
+    if pretrained == "torchvision":
+        pretrained = str(torchvision_weights_file(arch))
     if pretrained == "cache":
         state = _cached_pretrained(arch).state_dict()
         own = backbone.state_dict()
@@ -225,11 +256,32 @@ def _read_weights(path: Path) -> dict:
     return state
 
 
-def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: int = 224, pretrained: str | None = None) -> StudentNet:
+def reference_init(backbone: nn.Module) -> int:
+    """Undo timm's zero-init of the last batch-norm scale of each residual block (``zero_init_last``): the
+    references' ResNets (LaViD ``zero_init_residual=False``, MaKD's mdistiller ResNet) start it at 1, as
+    ``nn.BatchNorm2d`` does. Returns how many layers were reset. Convolutions need nothing: timm's
+    kaiming-normal fan-out is the references' init."""
+    reset = 0
+    for m in backbone.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and not bool(m.weight.detach().any()):
+            with torch.no_grad():
+                m.weight.fill_(1.0)
+            reset += 1
+    return reset
+
+
+def build_student(arch: str, num_classes: int, extra_dim: int = 0, image_size: int = 224, pretrained: str | None = None,
+                  init: str = "timm") -> StudentNet:
+    """``init``: ``timm`` (timm's zero-init of residual BN scales; the extra outputs' rows start at zero) or
+    ``reference`` (BN scales at 1 and every head row PyTorch's default ``nn.Linear`` init, as LaViD's and MaKD's code)."""
+    if init not in INITS:
+        raise MakdError(f"--init {init!r}: choose {' or '.join(INITS)}")
     backbone, num_features = build_backbone(arch, image_size)
+    if init == "reference":
+        reference_init(backbone)
     if pretrained:
         load_pretrained(backbone, pretrained, arch)
-    return StudentNet(backbone, num_features, num_classes, extra_dim)
+    return StudentNet(backbone, num_features, num_classes, extra_dim, zero_aux=init == "timm")
 
 
 def student_from_checkpoint(ckpt: dict) -> StudentNet:

@@ -52,6 +52,8 @@ class TrainConfig:
     restart: bool = False  # start the run in -o over, its saved progress discarded (same effect as overwrite)
     quiet: bool = False
     log: list[str] = field(default_factory=list)  # --log: experiment trackers (train/loggers.py); never changes a result
+    init: str = "timm"  # --init: timm (zero-init residual BN scales and aux rows) or reference (LaViD's and MaKD's code)
+    test_resize: int | None = None  # --test-resize: shorter side before the centre crop at test time (None: size x 256/224)
     hold_out_classes: str | None = None  # N[:SEED] or a class list file: classes left out of training (data/hold_out.py)
     # The options the chosen plug-ins declare (--kd-temperature, --aspect-loss, --moco-queue, ...): given
     # by key ({"kd_temperature": 4.0}); resolved to {"method:kd": {every option of kd}, ...}, the form the

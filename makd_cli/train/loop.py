@@ -91,7 +91,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     extra_dim = offsets[-1]
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
-    model = build_student(cfg.student, len(ds.classes), extra_dim, size, cfg.pretrained).to(device)
+    model = build_student(cfg.student, len(ds.classes), extra_dim, size, cfg.pretrained, init=cfg.init).to(device)
     if device.type == "cuda" and cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     terms = [t.to(device) for t in terms]
@@ -120,7 +120,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
         "split": {"train": len(train_split), "val": len(val_split) if val_split else 0, "test": len(ds.test)},
         **({"hold_out": hold_out} if hold_out else {}),
     }
-    tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size)
+    tr_tf, ev_tf = train_transform(size, ds.native_size), eval_transform(size, ds.native_size, cfg.test_resize)
     two_views = any(t.views == 2 for t in terms)  # MLKD: each item is a weak and a strong view, stacked
     if two_views:
         tr_tf = WeakStrong(tr_tf, strong_train_transform(size, ds.native_size))

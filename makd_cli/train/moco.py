@@ -231,6 +231,8 @@ MOCO_OPTIONS = [
                                           "sees a batch shuffled across the processes (MoCo's shuffle-BN); one process has no "
                                           "such shuffle.", min=0, max=1),
     Option("moco-temperature", float, 0.2, "--method lead-ssl: InfoNCE temperature.", min=0),
+    Option("moco-key-updates", int, 1, "--method lead-ssl: momentum updates of the key encoder per step (LEAD++'s code runs its "
+                                       "model three times per step, each updating it: 3, i.e. k = m^3 k + (1 - m^3) q).", min=1),
     Option("moco-dim", int, None, "--method lead-ssl: output width of the projection MLP (default 128; with --lead-student "
                                   "text it is the width of the description embeddings, 512 for CLIP ViT-B/16 as in the "
                                   "public code, and another value is an error).", min=1),
@@ -336,7 +338,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     size = cfg.image_size or default_image_size(ds.native_size)
 
     seed_everything(cfg.seed)  # the initial weights depend on the seed alone
-    model = build_student(cfg.student, C, 0, size, cfg.pretrained).to(device)
+    model = build_student(cfg.student, C, 0, size, cfg.pretrained, init=cfg.init).to(device)
     features = model.fc.in_features
     # --lead-student text: the projection lives in CLIP's embedding space, so its width is the embeddings'
     proj_dim = text_emb.shape[1] if student_kind == "text" else (opts["moco_dim"] or 128)
@@ -374,6 +376,7 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
     data = TwoViews(train_split, moco_transform(size))
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if device.type == "cuda" and cfg.amp else nullcontext
     m, temp = opts["moco_momentum"], opts["moco_temperature"]
+    key_updates = int(opts.get("moco_key_updates") or 1)  # LEAD++: 3 per step (its three forward passes)
     keys = {}  # this step's keys (every process's, under torchrun), queued after the optimizer step
     clock = TeacherClock()
 
@@ -398,8 +401,9 @@ def _build(cfg: TrainConfig, env: Env) -> Built:
         with autocast():
             z, class_logits = step_query(v1)
             with torch.no_grad():
-                momentum_update(model.backbone, key_backbone, m)
-                momentum_update(proj, key_proj, m)
+                for _ in range(key_updates):
+                    momentum_update(model.backbone, key_backbone, m)
+                    momentum_update(proj, key_proj, m)
                 all_keys = shuffled_keys(encode_keys, v2, info)
         # the losses in fp32: bf16 similarities / 0.2 would be coarse
         q = F.normalize(z.float(), dim=1)
