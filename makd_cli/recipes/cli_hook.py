@@ -62,18 +62,18 @@ def apply(ctx, name: str | None, command, args: list[str], plugin_defaults=lambd
         recipes.print_settings(name, rows)
         raise typer.Exit(0)
     if name == "train":
-        _record_after(command, name, expansion)
+        _record_after(command, name, expansion, plugin_defaults)
     return expansion.args
 
 
-def _record_after(command, name: str, expansion) -> None:
+def _record_after(command, name: str, expansion, plugin_defaults) -> None:
     """Wrap the command's callback: after the run, OUTPUT/settings.json holds every setting and its source."""
     callback = command.callback
 
     @functools.wraps(callback)
     def run(*a, **params):
         result = callback(*a, **params)
-        rows = recipes.settings(params, command.params, expansion, *_plugin_defaults(name, params))
+        rows = recipes.settings(params, command.params, expansion, *plugin_defaults(name, params))
         output = params.get("output")
         if output is not None:
             recipes.write_settings(Path(output), recipes.settings_record(name, rows, expansion))
