@@ -306,7 +306,7 @@ def test_kd_weights_and_the_ce_weight_of_a_combination():
     s, tt = torch.randn(5, 3, dtype=torch.float64), torch.randn(5, 3, dtype=torch.float64) * 2
     y = torch.tensor([0, 1, 2, 0, 1])
     batch = Batch(torch.zeros(5, 1), y, torch.arange(5), teacher_logits=tt)
-    for opts, (T, w) in (({}, (1.0, 0.5)), ({"kd_weight": 0.9, "temperature": 4.0}, (4.0, 0.9))):
+    for opts, (T, w) in (({}, (1.0, 0.5)), ({"kd_weight": 0.9, "kd_temperature": 4.0}, (4.0, 0.9))):
         (k,) = _terms("kd", **opts)
         want = w * kl_rows(softmax(tt.numpy(), T), softmax(s.numpy(), T)).mean() * T * T
         assert k.loss(s, torch.zeros(5, 0), batch).item() == pytest.approx(want, rel=1e-10)
