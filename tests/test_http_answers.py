@@ -6,19 +6,20 @@ chooses."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import pytest
 
 from makd_cli.errors import MakdError
 from makd_cli.teachers.openai_http import OpenAIChatLM
 
+from loopback import LoopbackServer
+
 GROUPS = [["1", " 1"], ["2", " 2"]]
 
 
-class RawServer:
+class RawServer(LoopbackServer):
     """Answers every POST with ``answer(body) -> (status, headers, bytes)``; counts the requests."""
 
     def __init__(self, answer):
@@ -42,18 +43,7 @@ class RawServer:
                 self.end_headers()
                 self.wfile.write(data)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self.serve(Handler, "/v1")
 
 
 def completion(top) -> bytes:

@@ -9,7 +9,7 @@ import json
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -18,6 +18,8 @@ from makd_cli.errors import MakdError
 from makd_cli.extract.class_options import extract_class_answers
 from makd_cli.formats.questions import Question
 from makd_cli.teachers.openai_http import OpenAIChatLM
+
+from loopback import LoopbackServer
 
 QUESTIONS = [
     Question("mcq", "What is the main color of the head of the <object>?", ["red", "blue", "yellow", "black", "white"]),
@@ -46,7 +48,7 @@ def exact_label_probs(text: str) -> np.ndarray:
     return e / e.sum()
 
 
-class FakeServer:
+class FakeServer(LoopbackServer):
     """OpenAI-style /v1/chat/completions (+ /tokenize) on loopback; counts requests in flight."""
 
     def __init__(self, *, bias: bool = True, tokenize: bool = True, delay: float = 0.05, fail_after: int | None = None,
@@ -123,19 +125,7 @@ class FakeServer:
                                               "logprobs": {"content": content}}],
                                  "usage": {"prompt_tokens": 10, "completion_tokens": 1}})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
+        self.serve(Handler)
 
 
 def _extract(lm, tmp_path, name: str, **kw):

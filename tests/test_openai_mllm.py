@@ -16,8 +16,7 @@ import io
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import SimpleNamespace
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -29,6 +28,8 @@ from makd_cli.extract.image_yesno import extract_image_yesno
 from makd_cli.formats.questions import Question, write_questions
 from makd_cli.formats.targets import read_targets
 from makd_cli.teachers.openai_mllm import ImageDataURL, OpenAIMultimodalTeacher
+
+from loopback import LoopbackServer
 
 QUESTIONS = ["Is the <object> red?", "Does the <object> have wings?", "Is it a cat?"]
 CLASSES = ["cat", "dog", "bird"]
@@ -57,7 +58,7 @@ def exact_logodds(pixels: np.ndarray, text: str) -> float:
     return float(np.logaddexp.reduce(z[:4]) - np.logaddexp.reduce(z[4:8]))
 
 
-class FakeMultimodalServer:
+class FakeMultimodalServer(LoopbackServer):
     """/v1/chat/completions with images (+ /tokenize, + /v1/score when ``score``) on loopback."""
 
     def __init__(self, *, tokenize: bool = True, bias: bool = True, score: str | None = None, delay: float = 0.02,
@@ -149,19 +150,7 @@ class FakeMultimodalServer:
                     rows.append([float(p[i]) for i in body["label_token_ids"]])
                 self._send(200, {"scores": rows, "model": body.get("model"), "object": "scoring"})
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(timeout=10)
+        self.serve(Handler)
 
 
 @pytest.fixture(autouse=True)
