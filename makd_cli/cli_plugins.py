@@ -30,10 +30,6 @@ from makd_cli.registry import KINDS, Kind, Option, reserve_flags
 _values: dict = {}  # the plug-in options given in this invocation, by key (filled by the command's callback)
 
 
-def _names(text: str | None, sep: str = "+") -> list[str]:
-    return [p.strip() for p in (text or "").split(sep) if p.strip()]
-
-
 def _chosen_task(params: dict) -> list[str]:
     from makd_cli.train.tasks import task_name
 

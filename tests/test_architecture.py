@@ -176,7 +176,7 @@ def test_no_method_name_is_tested_outside_the_methods():
         for path in (ROOT / "makd_cli" / package).rglob("*.py"):
             text = path.read_text()
             for name in names:
-                for pattern in (f'== "{name}"', f"== '{name}'", f'in ("{name}", "', f'("makd", "lavid")'):
+                for pattern in (f'== "{name}"', f"== '{name}'", f'in ("{name}", "', '("makd", "lavid")'):
                     assert pattern not in text, f"{path.relative_to(ROOT)} tests the method name {name!r}"
 
 

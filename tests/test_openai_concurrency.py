@@ -5,11 +5,9 @@ the API key never following a redirect to another host. A small threaded OpenAI-
 
 from __future__ import annotations
 
-import json
 import math
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -19,7 +17,7 @@ from makd_cli.extract.class_options import extract_class_answers
 from makd_cli.formats.questions import Question
 from makd_cli.teachers.openai_http import OpenAIChatLM
 
-from loopback import LoopbackServer
+from loopback import JSONHandler, LoopbackServer, fake_openai_front
 
 QUESTIONS = [
     Question("mcq", "What is the main color of the head of the <object>?", ["red", "blue", "yellow", "black", "white"]),
@@ -61,17 +59,8 @@ class FakeServer(LoopbackServer):
         self.bodies: list[dict] = []
         srv = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code: int, obj: dict, extra: dict | None = None):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(extra or {})}.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JSONHandler):
+            _send = JSONHandler.send_json
 
             def do_GET(self):
                 with srv.lock:
@@ -79,22 +68,9 @@ class FakeServer(LoopbackServer):
                 self._send(404, {"error": {"message": "not here"}})
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                with srv.lock:
-                    srv.headers.append(dict(self.headers))
-                    srv.bodies.append(body)
-                if srv.redirect_to:
-                    self.send_response(302)
-                    self.send_header("Location", srv.redirect_to + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                body = self.read_json()
+                if fake_openai_front(self, srv, body, body, 302, VOCAB):  # record, redirect, /tokenize
                     return
-                if self.path == "/tokenize":
-                    if not srv.tokenize:
-                        return self._send(404, {"error": "no such route"})
-                    text = body.get("content", "")
-                    ids = [VOCAB.index(text)] if text in VOCAB else [99, 98]
-                    return self._send(200, {"tokens": [1000] + (ids if text else [])})  # a BOS first, as some servers do
                 if self.path != "/v1/chat/completions":
                     return self._send(404, {"error": "no such route"})
                 with srv.lock:

@@ -16,7 +16,6 @@ import io
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -29,7 +28,7 @@ from makd_cli.formats.questions import Question, write_questions
 from makd_cli.formats.targets import read_targets
 from makd_cli.teachers.openai_mllm import ImageDataURL, OpenAIMultimodalTeacher
 
-from loopback import LoopbackServer
+from loopback import JSONHandler, LoopbackServer, fake_openai_front
 
 QUESTIONS = ["Is the <object> red?", "Does the <object> have wings?", "Is it a cat?"]
 CLASSES = ["cat", "dog", "bird"]
@@ -72,35 +71,13 @@ class FakeMultimodalServer(LoopbackServer):
         self.bodies: list[dict] = []
         srv = self
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a):
-                pass
-
-            def _send(self, code: int, obj, extra: dict | None = None):
-                data = json.dumps(obj).encode()
-                self.send_response(code)
-                for k, v in {"Content-Type": "application/json", "Content-Length": str(len(data)), **(extra or {})}.items():
-                    self.send_header(k, v)
-                self.end_headers()
-                self.wfile.write(data)
+        class Handler(JSONHandler):
+            _send = JSONHandler.send_json
 
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
-                with srv.lock:
-                    srv.headers.append(dict(self.headers))
-                    srv.bodies.append({"path": self.path, **body})
-                if srv.redirect_to:
-                    self.send_response(307)
-                    self.send_header("Location", srv.redirect_to + self.path)
-                    self.send_header("Content-Length", "0")
-                    self.end_headers()
+                body = self.read_json()
+                if fake_openai_front(self, srv, body, {"path": self.path, **body}, 307, VOCAB):  # record, redirect, /tokenize
                     return
-                if self.path == "/tokenize":
-                    if not srv.tokenize:
-                        return self._send(404, {"error": "no such route"})
-                    text = body.get("content", "")
-                    ids = [VOCAB.index(text)] if text in VOCAB else [99, 98]
-                    return self._send(200, {"tokens": [1000] + (ids if text else [])})  # a BOS first, as some servers do
                 if self.path == "/v1/score":
                     return self._score(body)
                 if self.path != "/v1/chat/completions":
